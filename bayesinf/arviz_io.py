@@ -1,0 +1,74 @@
+"""The only module that talks to ArviZ (1.x: DataTree, arviz-stats, arviz-plots).
+
+Keeping every ArviZ call here makes an ArviZ API change a one-file change.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+__all__ = ["to_datatree", "summary", "bfmi", "hdi_array", "plot_trace", "plot_rank", "plot_ppc", "save_figure"]
+
+
+def to_datatree(posterior: Mapping[str, np.ndarray], *, sample_stats=None, observed_data=None,
+                log_likelihood=None, posterior_predictive=None, constant_data=None,
+                dims=None, coords=None, attrs=None):
+    """Build an ``xarray.DataTree`` from dicts of arrays shaped ``(chain, draw, ...)``."""
+    import arviz as az
+
+    groups = {"posterior": dict(posterior)}
+    for name, value in (("sample_stats", sample_stats), ("observed_data", observed_data),
+                        ("log_likelihood", log_likelihood), ("posterior_predictive", posterior_predictive),
+                        ("constant_data", constant_data)):
+        if value:
+            groups[name] = dict(value)
+    tree = az.from_dict(groups, dims=dims or None, coords=coords or None)
+    if attrs:
+        tree.attrs.update(attrs)
+    return tree
+
+
+def summary(tree, *, level: float, kind: str):
+    """ArviZ summary table (pandas) of the posterior group with a ``level`` interval of ``kind``."""
+    import arviz as az
+
+    return az.summary(tree, ci_prob=level, ci_kind=kind, round_to="none")
+
+
+def bfmi(tree) -> np.ndarray:
+    """Bayesian fraction of missing information per chain, from ``sample_stats.energy``."""
+    import arviz as az
+
+    return np.asarray(az.bfmi(tree)["energy"].values if hasattr(az.bfmi(tree), "__getitem__") else az.bfmi(tree))
+
+
+def hdi_array(draws: np.ndarray, level: float) -> np.ndarray:
+    """Highest-density interval over the last axis; returns ``(..., 2)`` (lower, upper)."""
+    from arviz_stats.base import array_stats
+
+    return np.asarray(array_stats.hdi(draws, level, axis=-1))
+
+
+def plot_trace(tree, var_names=None):
+    import arviz as az
+
+    return az.plot_trace_dist(tree, var_names=var_names, backend="matplotlib")
+
+
+def plot_rank(tree, var_names=None):
+    import arviz as az
+
+    return az.plot_rank(tree, var_names=var_names, backend="matplotlib")
+
+
+def plot_ppc(tree, num_samples: int = 50):
+    import arviz as az
+
+    return az.plot_ppc_dist(tree, num_samples=num_samples, backend="matplotlib")
+
+
+def save_figure(plot_collection, path) -> None:
+    """Save an arviz-plots ``PlotCollection`` (matplotlib backend) as an image file."""
+    plot_collection.savefig(str(path))

@@ -1,0 +1,130 @@
+"""Frozen, validated settings for the inference drivers.
+
+A settings object is hashable: it is part of the key under which compiled samplers are cached,
+so two fits with equal settings and equal data shapes share one compilation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import InputError
+
+__all__ = ["NUTSConfig", "SVIConfig", "INIT_STRATEGIES", "GUIDES", "OPTIMIZERS"]
+
+INIT_STRATEGIES = ("uniform", "median", "mean", "sample", "feasible")
+GUIDES = ("normal", "mvn", "lowrank", "laplace")
+OPTIMIZERS = ("adam", "clipped_adam", "adagrad", "sgd", "rmsprop")
+
+
+def _check_int(owner: str, name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(name, f"of {owner} must be an int >= {minimum}; got {value!r}")
+
+
+def _check_prob(owner: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise InputError(name, f"of {owner} must be a float in (0, 1); got {value!r}")
+
+
+@dataclass(frozen=True)
+class NUTSConfig:
+    """Settings of a NUTS fit (NumPyro's ``NUTS`` kernel driven by bayesinf).
+
+    Attributes
+    ----------
+    chains, draws, warmup : int
+        Number of chains, kept draws per chain and warmup (adaptation) iterations per chain.
+    target_accept : float
+        Target mean acceptance probability of the step-size adaptation, in (0, 1).
+    dense_mass : bool
+        Adapt a dense (full covariance) mass matrix instead of a diagonal one.
+    max_tree_depth : int
+        Maximum tree depth; a trajectory has at most ``2**max_tree_depth - 1`` leapfrog steps.
+    init : str or callable
+        Initial-position strategy: one of ``INIT_STRATEGIES`` or a NumPyro init strategy callable.
+    """
+
+    chains: int = 4
+    draws: int = 1000
+    warmup: int = 1000
+    target_accept: float = 0.8
+    dense_mass: bool = False
+    max_tree_depth: int = 10
+    init: str | Callable = "uniform"
+
+    def __post_init__(self):
+        owner = "NUTS settings"
+        _check_int(owner, "chains", self.chains, 1)
+        _check_int(owner, "draws", self.draws, 1)
+        _check_int(owner, "warmup", self.warmup, 0)
+        _check_prob(owner, "target_accept", self.target_accept)
+        _check_int(owner, "max_tree_depth", self.max_tree_depth, 1)
+        if not isinstance(self.dense_mass, bool):
+            raise InputError("dense_mass", f"of {owner} must be a bool; got {self.dense_mass!r}")
+        if isinstance(self.init, str) and self.init not in INIT_STRATEGIES:
+            raise InputError("init", f"of {owner} must be one of {INIT_STRATEGIES} or a callable; got {self.init!r}")
+
+    def replace(self, **changes) -> "NUTSConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class SVIConfig:
+    """Settings of an SVI fit.
+
+    Attributes
+    ----------
+    guide : str or callable
+        ``"normal"`` (AutoNormal, mean field), ``"mvn"`` (AutoMultivariateNormal), ``"lowrank"``
+        (AutoLowRankMultivariateNormal), ``"laplace"`` (AutoLaplaceApproximation), or a guide
+        function written by the user.
+    optimizer : str
+        One of ``OPTIMIZERS``.
+    learning_rate : float
+        Step size of the optimizer.
+    num_steps : int
+        Maximum number of optimization steps.
+    draws : int
+        Number of posterior draws sampled from the fitted guide.
+    num_particles : int
+        Monte Carlo samples per ELBO estimate.
+    check_every : int
+        Steps per compiled chunk; convergence is checked at the end of each chunk.
+    rtol : float
+        Relative tolerance of the stopping rule (see ``bayesinf.inference.svi``); 0 disables early stopping.
+    rank : int or None
+        Rank of the low-rank guide (default: NumPyro's, about sqrt of the number of parameters).
+    """
+
+    guide: str | Callable = "mvn"
+    optimizer: str = "adam"
+    learning_rate: float = 0.01
+    num_steps: int = 20_000
+    draws: int = 4000
+    num_particles: int = 1
+    check_every: int = 1000
+    rtol: float = 1e-4
+    rank: int | None = None
+
+    def __post_init__(self):
+        owner = "SVI settings"
+        if isinstance(self.guide, str) and self.guide not in GUIDES:
+            raise InputError("guide", f"of {owner} must be one of {GUIDES} or a guide callable; got {self.guide!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError("optimizer", f"of {owner} must be one of {OPTIMIZERS}; got {self.optimizer!r}")
+        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
+            raise InputError("learning_rate", f"of {owner} must be a positive float; got {self.learning_rate!r}")
+        _check_int(owner, "num_steps", self.num_steps, 1)
+        _check_int(owner, "draws", self.draws, 1)
+        _check_int(owner, "num_particles", self.num_particles, 1)
+        _check_int(owner, "check_every", self.check_every, 1)
+        if not isinstance(self.rtol, (int, float)) or self.rtol < 0:
+            raise InputError("rtol", f"of {owner} must be a float >= 0; got {self.rtol!r}")
+        if self.rank is not None:
+            _check_int(owner, "rank", self.rank, 1)
+
+    def replace(self, **changes) -> "SVIConfig":
+        return dataclasses.replace(self, **changes)

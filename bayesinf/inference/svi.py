@@ -1,0 +1,173 @@
+"""SVI driver: NumPyro's ``SVI`` with an autoguide or a user guide, compiled once per model and
+shapes, run in chunks of ``check_every`` steps with a stated stopping rule.
+
+Stopping rule (checked at the end of each chunk ``k >= 2``): with ``m_k`` the mean loss
+(negative ELBO) over chunk ``k`` and ``se_k`` the standard error of ``m_{k-1} - m_k`` (chunk
+standard deviations over ``sqrt(check_every)``), stop when the improvement
+``m_{k-1} - m_k`` is below ``max(rtol * |m_k|, 2 * se_k)``: the loss no longer decreases by
+more than its own Monte Carlo noise or by more than the relative tolerance. ``rtol=0`` still
+stops on noise; set ``check_every=num_steps`` to always run every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..config import SVIConfig
+from .binding import BoundModel, shape_key
+
+__all__ = ["run_svi", "SVIResult", "has_converged"]
+
+_CACHE_SIZE = 16
+_PROGRAMS: "OrderedDict[Any, _Program]" = OrderedDict()  # compiled SVI programs, least recent first
+
+
+@dataclass
+class SVIResult:
+    """Draws from the fitted guide, ``(1, draws, *site_shape)`` per latent site, and the loss trace.
+
+    ``losses`` has one negative-ELBO value per step run; ``params`` are the guide's fitted
+    parameters (numpy); ``info`` holds ``num_steps`` run, ``converged`` and wall times.
+    """
+
+    draws: dict[str, np.ndarray]
+    losses: np.ndarray
+    params: dict[str, np.ndarray]
+    info: dict[str, Any]
+
+
+def has_converged(previous: np.ndarray, current: np.ndarray, rtol: float) -> bool:
+    """The module's stopping rule applied to two consecutive chunks of losses."""
+    m_prev, m_cur = float(np.mean(previous)), float(np.mean(current))
+    se = float(np.sqrt(np.var(previous) / previous.size + np.var(current) / current.size))
+    return (m_prev - m_cur) < max(rtol * abs(m_cur), 2.0 * se)
+
+
+def _make_guide(config: SVIConfig, model: BoundModel, static: Mapping[str, Any]):
+    from numpyro.infer import autoguide
+
+    if callable(config.guide):
+        return BoundModel(config.guide, static)
+    if config.guide == "normal":
+        return autoguide.AutoNormal(model)
+    if config.guide == "mvn":
+        return autoguide.AutoMultivariateNormal(model)
+    if config.guide == "lowrank":
+        return autoguide.AutoLowRankMultivariateNormal(model, rank=config.rank)
+    return autoguide.AutoLaplaceApproximation(model)
+
+
+def _make_optimizer(config: SVIConfig):
+    from numpyro import optim
+
+    return {
+        "adam": optim.Adam,
+        "clipped_adam": optim.ClippedAdam,
+        "adagrad": optim.Adagrad,
+        "sgd": optim.SGD,
+        "rmsprop": optim.RMSProp,
+    }[config.optimizer](config.learning_rate)
+
+
+@dataclass
+class _Program:
+    svi: Any
+    guide: Any
+    init: Callable
+    chunk: Callable
+
+
+def _get_program(model: BoundModel, arrays, config: SVIConfig, dtype: str) -> tuple[_Program, bool]:
+    import jax
+    from jax import lax
+    from numpyro.infer import SVI, Trace_ELBO
+
+    compile_config = dataclasses.replace(config, num_steps=1, draws=1, rtol=0.0)
+    key = (model, shape_key(arrays), compile_config, dtype, jax.default_backend())
+    program = _PROGRAMS.get(key)
+    if program is not None:
+        _PROGRAMS.move_to_end(key)
+        return program, True
+    guide = _make_guide(config, model, model.static)
+    svi = SVI(model, guide, _make_optimizer(config), Trace_ELBO(num_particles=config.num_particles))
+
+    def chunk(state, arrays):
+        return lax.scan(lambda s, _: svi.update(s, **arrays), state, None, length=config.check_every)
+
+    program = _Program(svi, guide, jax.jit(lambda key, arrays: svi.init(key, **arrays)), jax.jit(chunk))
+    _PROGRAMS[key] = program
+    while len(_PROGRAMS) > _CACHE_SIZE:
+        _PROGRAMS.popitem(last=False)
+    return program, False
+
+
+def run_svi(model: BoundModel, arrays: Mapping[str, np.ndarray], config: SVIConfig, seed: int, *,
+            latent_sites: tuple[str, ...], dtype: str = "float32", progress: bool = False) -> SVIResult:
+    """Fit ``config.guide`` to the posterior of ``model`` and draw ``config.draws`` from it.
+
+    Parameters
+    ----------
+    model : BoundModel
+    arrays : mapping of str -> array
+        The model's array arguments, passed to the compiled step as arguments.
+    config : SVIConfig
+    seed : int
+    latent_sites : tuple of str
+        Names of the model's latent sample sites, the ones drawn from the guide.
+    """
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import Predictive
+
+    start = time.perf_counter()
+    program, cached = _get_program(model, arrays, config, dtype)
+    device_arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
+    init_key, draw_key = jax.random.split(jax.random.PRNGKey(seed))
+    state = program.init(init_key, device_arrays)
+    losses = []
+    converged = False
+    num_chunks = -(-config.num_steps // config.check_every)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_chunks * config.check_every, desc="SVI", unit="step")
+    try:
+        for k in range(num_chunks):
+            state, chunk_losses = program.chunk(state, device_arrays)
+            chunk_losses = np.asarray(chunk_losses)
+            losses.append(chunk_losses)
+            if bar is not None:
+                bar.update(chunk_losses.size)
+                bar.set_postfix_str(f"loss {chunk_losses.mean():.4g}")
+            if not np.all(np.isfinite(chunk_losses)):
+                break
+            if k >= 1 and has_converged(losses[-2], losses[-1], config.rtol):
+                converged = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    params = program.svi.get_params(state)
+    if hasattr(program.guide, "sample_posterior"):
+        draws = program.guide.sample_posterior(draw_key, params, sample_shape=(config.draws,), **device_arrays)
+    else:
+        draws = Predictive(program.guide, params=params, num_samples=config.draws)(draw_key, **device_arrays)
+    draws = {k: np.asarray(v)[None] for k, v in draws.items() if k in latent_sites}
+    losses = np.concatenate(losses)
+    end = time.perf_counter()
+    info = {
+        "num_steps": int(losses.size),
+        "converged": converged,
+        "is_finite": bool(np.all(np.isfinite(losses))),
+        "total_seconds": end - start,
+        "cached_program": cached,
+        "backend": jax.default_backend(),
+    }
+    return SVIResult(draws, losses, {k: np.asarray(v) for k, v in params.items()}, info)

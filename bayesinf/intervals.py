@@ -1,0 +1,77 @@
+"""Summaries over the draw axis: equal-tailed and highest-density intervals, quantiles.
+
+All functions take draws on the **last** axis, e.g. ``(rows, draws)``, and work chunk by chunk
+with numpy selection (``np.quantile`` partitions once for every requested quantile), which on
+CPU is several times faster than sorting on the device.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["KINDS", "check_levels", "check_kind", "eti_probs", "summarize", "interval"]
+
+KINDS = ("eti", "hdi")
+
+
+def check_levels(levels, owner: str = "predict") -> tuple[float, ...]:
+    """Validate interval levels: a float or a sequence of floats, each in (0, 1)."""
+    if isinstance(levels, (int, float)) and not isinstance(levels, bool):
+        levels = (levels,)
+    try:
+        levels = tuple(float(v) for v in levels)
+    except (TypeError, ValueError):
+        raise InputError("levels", f"of {owner} must be a float or a sequence of floats in (0, 1); got {levels!r}") from None
+    for v in levels:
+        if not 0.0 < v < 1.0:
+            raise InputError("levels", f"of {owner} must be floats in (0, 1); got {v!r}")
+    return tuple(sorted(set(levels)))
+
+
+def check_kind(kind: str, owner: str = "predict") -> str:
+    if kind not in KINDS:
+        raise InputError("kind", f"of {owner} must be one of {KINDS}; got {kind!r}")
+    return kind
+
+
+def eti_probs(levels: Iterable[float]) -> list[float]:
+    """Quantile probabilities for equal-tailed intervals at ``levels``, plus the median."""
+    probs = {0.5}
+    for level in levels:
+        probs.update(((1 - level) / 2, (1 + level) / 2))
+    return sorted(probs)
+
+
+def summarize(draws: np.ndarray, levels: Sequence[float], kind: str) -> dict[str, np.ndarray]:
+    """Mean, sd (ddof=1), median and interval bounds of ``draws`` over the last axis.
+
+    Returns a dict with ``mean``, ``sd``, ``median`` of shape ``draws.shape[:-1]`` and
+    ``lower``/``upper`` of shape ``(len(levels), *draws.shape[:-1])``.
+    """
+    x = draws.astype(np.float64) if draws.dtype.kind in "iub" else draws
+    out = {"mean": x.mean(axis=-1), "sd": x.std(axis=-1, ddof=1) if x.shape[-1] > 1 else np.zeros(x.shape[:-1])}
+    if kind == "eti":
+        probs = eti_probs(levels)
+        q = np.quantile(x, probs, axis=-1)
+        index = {p: i for i, p in enumerate(probs)}
+        out["median"] = q[index[0.5]]
+        out["lower"] = np.stack([q[index[(1 - v) / 2]] for v in levels])
+        out["upper"] = np.stack([q[index[(1 + v) / 2]] for v in levels])
+    else:
+        from . import arviz_io
+
+        out["median"] = np.median(x, axis=-1)
+        bounds = [arviz_io.hdi_array(x, v) for v in levels]
+        out["lower"] = np.stack([b[..., 0] for b in bounds])
+        out["upper"] = np.stack([b[..., 1] for b in bounds])
+    return out
+
+
+def interval(draws: np.ndarray, level: float, kind: str = "eti") -> tuple[np.ndarray, np.ndarray]:
+    """``(lower, upper)`` of the ``level`` interval of ``draws`` over the last axis."""
+    s = summarize(draws, check_levels(level, "interval"), check_kind(kind, "interval"))
+    return s["lower"][0], s["upper"][0]

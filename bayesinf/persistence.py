@@ -1,0 +1,223 @@
+"""Saving and loading a ``Posterior``: arrays in ``arrays.npz`` (loaded with
+``allow_pickle=False``), everything else in ``manifest.json`` with the sha256 of every file.
+
+Nothing is unpickled or evaluated. The model function is found again by the import path
+``module:qualname`` recorded at save time, or given to ``load(path, model=...)``. Writes go to a
+temporary directory beside the target, are fsynced, then renamed into place, so a crash never
+leaves a half-written model under the target name.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib
+import json
+import os
+import platform
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .data import InputSchema
+from .errors import InputError, ModelFileError
+from .sites import ModelSites
+
+__all__ = ["save", "load", "FORMAT", "FORMAT_VERSION", "import_model"]
+
+FORMAT = "bayesinf.posterior"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ARRAYS = "arrays.npz"
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("bayesinf", "numpyro", "jax", "jaxlib", "numpy", "arviz"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_static_json(static: dict) -> None:
+    for k, v in static.items():
+        try:
+            json.dumps(v)
+        except TypeError:
+            raise InputError(k, f"is a static model argument of type {type(v).__name__}, which cannot be saved",
+                             "numbers, strings, booleans, None or tuples of them") from None
+
+
+def save(posterior, path) -> Path:
+    """Write ``posterior`` to the directory ``path`` atomically; an existing model there is replaced."""
+    path = Path(path)
+    _check_static_json(posterior.schema.static)
+    arrays = {f"posterior/{k}": v for k, v in posterior.draws.items()}
+    arrays.update({f"sample_stats/{k}": v for k, v in posterior.sample_stats.items()})
+    arrays.update({f"data/{k}": v for k, v in posterior.data.items()})
+    if posterior.losses is not None:
+        arrays["losses"] = posterior.losses
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        with open(tmp / ARRAYS, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "versions": _versions(),
+            "model": posterior.model_path,
+            "method": posterior.method,
+            "dtype": posterior.dtype,
+            "seed": posterior.seed,
+            "settings": posterior.settings,
+            "info": {k: v for k, v in posterior.info.items() if isinstance(v, (int, float, str, bool, type(None)))},
+            "schema": posterior.schema.to_json(),
+            "sites": posterior.sites.to_json(),
+            "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in arrays.items()},
+            "files": {ARRAYS: _sha256(tmp / ARRAYS)},
+        }
+        with open(tmp / MANIFEST, "w") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def import_model(import_path: str) -> Callable:
+    """Import the model function named ``module:qualname`` (no code from the file is evaluated)."""
+    if not isinstance(import_path, str) or not _IMPORT_PATH.match(import_path):
+        raise ValueError(f"invalid model import path {import_path!r}")
+    module_name, qualname = import_path.split(":")
+    if module_name == "__main__":
+        raise ValueError("the model was defined in a script or notebook (__main__)")
+    obj = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"{import_path} is not callable")
+    return obj
+
+
+def read_manifest(path) -> dict:
+    """Read and check ``manifest.json`` and the checksums of the files it lists."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(path, "no such file or directory")
+    if not path.is_dir():
+        raise ModelFileError(path, "not a bayesinf model directory (expected a directory with manifest.json)")
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ModelFileError(manifest_path, "missing; this is not a bayesinf model directory")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(manifest_path, f"corrupt JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelFileError(manifest_path, f"not a bayesinf posterior (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(manifest_path, f"format version {manifest.get('format_version')!r} is not supported "
+                             f"(this bayesinf reads version {FORMAT_VERSION})")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or ARRAYS not in files:
+        raise ModelFileError(manifest_path, "lists no checksummed array file")
+    for name, digest in files.items():
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise ModelFileError(manifest_path, f"lists an invalid file name {name!r}")
+        file = path / name
+        if not file.is_file():
+            raise ModelFileError(file, "missing")
+        if _sha256(file) != digest:
+            raise ModelFileError(file, "checksum mismatch: the file was modified or corrupted after saving")
+    return manifest
+
+
+def load(path, model: Callable | None = None):
+    """Load a ``Posterior`` saved with ``Posterior.save``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The model directory.
+    model : callable, optional
+        The model function; by default imported from the path recorded at save time.
+
+    Raises
+    ------
+    ModelFileError
+        The directory is missing, not a bayesinf model, corrupt or tampered with, or the model
+        function cannot be found.
+    """
+    from .posterior import Posterior
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    try:
+        with np.load(path / ARRAYS, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        raise ModelFileError(path / ARRAYS, f"unreadable arrays ({exc})") from None
+    except Exception as exc:
+        raise ModelFileError(path / ARRAYS, f"corrupt array file ({type(exc).__name__}: {exc})") from None
+    if model is None:
+        try:
+            model = import_model(manifest.get("model"))
+        except Exception as exc:
+            raise ModelFileError(path, f"cannot find the model function {manifest.get('model')!r} ({exc}); "
+                                 "pass it as load(path, model=...)") from None
+    try:
+        schema = InputSchema.from_json(manifest["schema"])
+        sites = ModelSites.from_json(manifest["sites"])
+        group = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        return Posterior(
+            model=model, method=manifest["method"], draws=group("posterior/"), sample_stats=group("sample_stats/"),
+            schema=schema, data=group("data/"), sites=sites, settings=manifest["settings"], info=manifest["info"],
+            dtype=manifest["dtype"], seed=int(manifest["seed"]), losses=arrays.get("losses"),
+            model_path=manifest.get("model"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(path / MANIFEST, f"incomplete or invalid manifest ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,220 @@
+"""``Posterior``: the result of ``bayesinf.fit`` — draws, diagnostics, ArviZ export, prediction
+and persistence for one fitted model, whatever the inference method."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from . import arviz_io
+from .data import InputSchema, prepare_predict_inputs
+from .diagnostics import Diagnosis, diagnose_nuts, diagnose_svi
+from .errors import ConvergenceWarning
+from .intervals import check_kind, check_levels
+from .prediction import Prediction, assemble
+from .runtime import precision
+from .sites import ModelSites
+
+__all__ = ["Posterior", "DEFAULT_LEVEL", "DEFAULT_KIND"]
+
+#: Interval reported by ``summary`` unless asked otherwise: 90% equal-tailed (5% and 95% quantiles,
+#: as Stan prints). ArviZ's own default is 89% ETI; we state ours instead of inheriting it.
+DEFAULT_LEVEL = 0.9
+DEFAULT_KIND = "eti"
+#: Predictive draws are kept on the ``Prediction`` up to this many bytes unless asked otherwise.
+KEEP_DRAWS_BYTES = 512 * 2**20
+
+
+class Posterior:
+    """Posterior draws of a NumPyro model and everything computed from them.
+
+    Made by ``bayesinf.fit`` or ``bayesinf.load``; do not construct directly.
+
+    Attributes
+    ----------
+    model : callable
+        The NumPyro model function.
+    method : {"nuts", "svi"}
+    draws : dict of str -> np.ndarray
+        Posterior draws per latent and deterministic site, ``(chains, draws, *site_shape)``.
+    sample_stats : dict of str -> np.ndarray
+        Sampler statistics, ``(chains, draws)`` (empty for SVI).
+    losses : np.ndarray or None
+        SVI loss (negative ELBO) per step.
+    schema : InputSchema
+        The model's arguments as seen at fit; new data is checked against it.
+    data : dict of str -> np.ndarray
+        The array arguments the model was fit on.
+    settings : dict
+        Fit settings (method-specific), as plain values.
+    info : dict
+        Timings and driver facts of the fit.
+    """
+
+    def __init__(self, *, model: Callable, method: str, draws: Mapping[str, np.ndarray],
+                 sample_stats: Mapping[str, np.ndarray], schema: InputSchema, data: Mapping[str, np.ndarray],
+                 sites: ModelSites, settings: Mapping[str, Any], info: Mapping[str, Any], dtype: str, seed: int,
+                 losses: np.ndarray | None = None, model_path: str | None = None):
+        self.model = model
+        self.method = method
+        self.draws = dict(draws)
+        self.sample_stats = dict(sample_stats)
+        self.schema = schema
+        self.data = dict(data)
+        self.sites = sites
+        self.settings = dict(settings)
+        self.info = dict(info)
+        self.dtype = dtype
+        self.seed = seed
+        self.losses = losses
+        self.model_path = model_path
+        self._predictors: dict = {}
+        self._summary_cache: dict = {}
+
+    # ----------------------------------------------------------------- basic facts
+    @property
+    def num_chains(self) -> int:
+        return next(iter(self.draws.values())).shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        """Draws per chain."""
+        return next(iter(self.draws.values())).shape[1]
+
+    def flat_draws(self, names=None) -> dict[str, np.ndarray]:
+        """Draws with chains merged: ``(chains * draws, *site_shape)`` per site."""
+        names = self.draws if names is None else names
+        return {k: self.draws[k].reshape(-1, *self.draws[k].shape[2:]) for k in names}
+
+    def __repr__(self):
+        params = ", ".join(self.sites.latent[:8]) + (" ..." if len(self.sites.latent) > 8 else "")
+        return (f"Posterior(method={self.method!r}, chains={self.num_chains}, draws={self.num_draws}, "
+                f"rows={self.schema.num_rows}, params=[{params}], observed={list(self.sites.observed)})")
+
+    # ----------------------------------------------------------------- diagnostics
+    def to_arviz(self, log_likelihood: bool = True):
+        """ArviZ 1.x ``DataTree`` with groups posterior, sample_stats, observed_data, constant_data
+        and (by default) log_likelihood, pointwise per observed row."""
+        observed = {s: self.data[a] for s, a in self.sites.observed_args.items()}
+        constant = {k: v for k, v in self.data.items() if k not in self.sites.observed_args.values()}
+        ll = self.log_likelihood() if log_likelihood else None
+        return arviz_io.to_datatree(
+            self.draws, sample_stats=self.sample_stats, observed_data=observed, log_likelihood=ll,
+            constant_data=constant, attrs={"inference_library": "bayesinf", "method": self.method},
+        )
+
+    def log_likelihood(self) -> dict[str, np.ndarray]:
+        """Pointwise log likelihood per observed site, ``(chains, draws, rows, ...)``."""
+        import jax
+        from numpyro.infer.util import log_likelihood
+
+        from .inference.binding import BoundModel
+
+        model = BoundModel(self.model, self.schema.static)
+        with precision(self.dtype):
+            flat = self.flat_draws(self.sites.latent)
+            ll = jax.jit(lambda d, a: log_likelihood(model, d, **a))(flat, self.data)
+        return {k: np.asarray(v).reshape(self.num_chains, self.num_draws, *v.shape[1:]) for k, v in ll.items()}
+
+    def summary(self, level: float = DEFAULT_LEVEL, kind: str = DEFAULT_KIND, var_names=None):
+        """Posterior summary (pandas DataFrame): mean, sd, interval bounds, MCSE, bulk/tail ESS, R-hat.
+
+        Computed by ArviZ (``az.summary``); the interval is ``level`` of ``kind`` ("eti" or "hdi").
+        """
+        level = check_levels(level, "summary")[0]
+        kind = check_kind(kind, "summary")
+        key = (level, kind)
+        if key not in self._summary_cache:
+            tree = arviz_io.to_datatree(self.draws, sample_stats=self.sample_stats)
+            self._summary_cache[key] = arviz_io.summary(tree, level=level, kind=kind)
+        table = self._summary_cache[key]
+        if var_names is not None:
+            keep = [i for i in table.index if i.split("[")[0] in set(var_names)]
+            table = table.loc[keep]
+        return table.copy()
+
+    def diagnose(self) -> Diagnosis:
+        """Convergence verdict (see ``bayesinf.diagnostics`` for the thresholds)."""
+        if self.method == "svi":
+            return diagnose_svi(self.info, self.losses if self.losses is not None else np.array([]))
+        table = self.summary().loc[lambda t: [i.split("[")[0] in self.sites.latent for i in t.index]]
+        tree = arviz_io.to_datatree(self.draws, sample_stats=self.sample_stats)
+        return diagnose_nuts(table, self.sample_stats, arviz_io.bfmi(tree), self.num_chains)
+
+    def warn_if_unconverged(self) -> Diagnosis:
+        diagnosis = self.diagnose()
+        if not diagnosis.ok:
+            warnings.warn(ConvergenceWarning(str(diagnosis)), stacklevel=3)
+        return diagnosis
+
+    # ----------------------------------------------------------------- prediction
+    def predict_fn(self, memory_budget: int | None = None):
+        """The compiled ``Predictor`` of this posterior (built once, reused by ``predict``)."""
+        from .predictive import DEFAULT_MEMORY_BUDGET, Predictor
+
+        budget = memory_budget or DEFAULT_MEMORY_BUDGET
+        if budget not in self._predictors:
+            static = dict(self.schema.static)
+            static.update({a: None for a in self.schema.names("observed")})
+            keep = [s for s in self.sites.latent if s not in self.sites.row_latent]
+            with precision(self.dtype):
+                self._predictors[budget] = Predictor(
+                    self.model, static, self.flat_draws(keep), self.sites.observed, self.schema.names("rows"),
+                    row_event_size=sum(self.sites.row_event_size.values()) or 1, memory_budget=budget,
+                    itemsize=8 if self.dtype == "float64" else 4,
+                )
+        return self._predictors[budget]
+
+    def predict(self, *args, levels=(0.5, 0.9), kind: str = "eti", seed: int = 0,
+                return_draws: bool | None = None, memory_budget: int | None = None, **kwargs) -> Prediction:
+        """Posterior predictive distribution for new data.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            New values of the model's row arguments, as at fit (observed arguments left out).
+        levels : float or sequence of float
+            Interval levels in (0, 1).
+        kind : {"eti", "hdi"}
+            Equal-tailed or highest-density intervals.
+        seed : int
+            Seed of the predictive draws; the same seed and data give the same numbers.
+        return_draws : bool, optional
+            Keep the raw predictive draws on the result. Default: when they take at most 512 MiB.
+        memory_budget : int, optional
+            Bytes of predictive draws computed at once (default 256 MiB).
+
+        Returns
+        -------
+        Prediction
+        """
+        levels = check_levels(levels)
+        kind = check_kind(kind)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            from .errors import InputError
+
+            raise InputError("seed", f"of predict must be an int; got {seed!r}")
+        num_rows, arrays, static = prepare_predict_inputs(self.model, self.schema, self.data, args, kwargs)
+        predictor = self.predict_fn(memory_budget)
+        if static != predictor.model.static:
+            from .errors import InputError
+
+            changed = [k for k in static if static[k] != predictor.model.static.get(k)]
+            raise InputError(changed[0], "differs from the value the model was fit with",
+                             f"{predictor.model.static.get(changed[0])!r}")
+        if return_draws is None:
+            total = num_rows * predictor.num_draws * sum(self.sites.row_event_size.values()) * 4
+            return_draws = total <= KEEP_DRAWS_BYTES
+        info = {s: {"num_classes": self.sites.num_classes.get(s)} for s in self.sites.observed}
+        with precision(self.dtype):
+            chunks = predictor.chunks(arrays, num_rows, int(seed))
+            return assemble(chunks, num_rows, info, levels, kind, int(seed), bool(return_draws))
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Save to directory ``path`` (npz arrays + JSON manifest with checksums; atomic)."""
+        from .persistence import save
+
+        save(self, path)

@@ -1,0 +1,177 @@
+"""``Prediction``: the result of ``Posterior.predict`` — per-row summaries, intervals, class or
+count probabilities and (when they fit in memory) the raw predictive draws, for every observed site.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from .errors import InputError
+from .intervals import check_kind, check_levels, summarize
+
+__all__ = ["Prediction", "SitePrediction", "assemble"]
+
+
+@dataclass(frozen=True)
+class SitePrediction:
+    """Predictions of one observed site for ``rows`` new rows.
+
+    ``mean``, ``median``, ``sd``: ``(rows, *event)``; ``lower``/``upper``: ``(levels, rows, *event)``;
+    ``probs``: ``(rows, classes)`` for a discrete scalar site (the last class of a count site is
+    "this many or more"), else None; ``row_draws``: ``(rows, *event, draws)`` or None.
+    """
+
+    site: str
+    mean: np.ndarray
+    median: np.ndarray
+    sd: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    probs: np.ndarray | None = None
+    row_draws: np.ndarray | None = None
+
+    @property
+    def draws(self) -> np.ndarray:
+        """Predictive draws, ``(draws, rows, *event)`` (a view, no copy)."""
+        if self.row_draws is None:
+            raise InputError("draws", f"of site '{self.site}' were not kept",
+                             hint="Call predict(..., return_draws=True) or predict fewer rows.")
+        return np.moveaxis(self.row_draws, -1, 0)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Posterior predictive summaries for new data.
+
+    Attributes
+    ----------
+    sites : dict of str -> SitePrediction
+        One entry per observed site; ``pred["y"]`` selects one.
+    levels : tuple of float
+        Interval levels computed, ascending.
+    kind : {"eti", "hdi"}
+        Interval kind.
+    seed : int
+        Seed the predictive draws came from.
+
+    The attributes ``mean``, ``median``, ``sd``, ``draws``, ``probs`` and ``interval`` refer to
+    the first observed site; use ``pred[site]`` for the others.
+    """
+
+    sites: Mapping[str, SitePrediction]
+    levels: tuple[float, ...]
+    kind: str
+    seed: int
+    num_rows: int = field(default=0)
+
+    def __getitem__(self, site: str) -> SitePrediction:
+        if site not in self.sites:
+            raise InputError("site", f"'{site}' is not an observed site of the model", f"one of {list(self.sites)}")
+        return self.sites[site]
+
+    @property
+    def primary(self) -> SitePrediction:
+        return next(iter(self.sites.values()))
+
+    mean = property(lambda self: self.primary.mean, doc="Predictive mean per row (first observed site).")
+    median = property(lambda self: self.primary.median, doc="Predictive median per row.")
+    sd = property(lambda self: self.primary.sd, doc="Predictive standard deviation per row (ddof=1).")
+    draws = property(lambda self: self.primary.draws, doc="Predictive draws, ``(draws, rows, ...)``.")
+    probs = property(lambda self: self.primary.probs, doc="Class/count probabilities ``(rows, classes)``.")
+
+    def interval(self, level: float, kind: str | None = None, site: str | None = None):
+        """``(lower, upper)`` bounds of the ``level`` interval, each ``(rows, ...)``.
+
+        Levels computed at predict time are returned directly; others are computed from the kept
+        draws.
+        """
+        level = check_levels(level, "interval")[0]
+        kind = check_kind(kind or self.kind, "interval")
+        target = self[site] if site else self.primary
+        if kind == self.kind:
+            for i, v in enumerate(self.levels):
+                if abs(v - level) < 1e-12:
+                    return target.lower[i], target.upper[i]
+        s = summarize(target.row_draws if target.row_draws is not None else target.draws, (level,), kind)
+        return s["lower"][0], s["upper"][0]
+
+    def to_pandas(self):
+        """One row per data row; columns ``mean, sd, median, lower_<level>, upper_<level>``
+        (prefixed ``<site>_`` when the model has several observed sites) and ``p_<k>`` probabilities."""
+        import pandas as pd
+
+        columns = {}
+        prefix_sites = len(self.sites) > 1
+        for name, s in self.sites.items():
+            if s.mean.ndim > 1:
+                raise InputError("to_pandas", f"needs scalar sites; site '{name}' has shape {s.mean.shape[1:]} per row",
+                                 hint="Use to_xarray() instead.")
+            p = f"{name}_" if prefix_sites else ""
+            columns[p + "mean"] = s.mean
+            columns[p + "sd"] = s.sd
+            columns[p + "median"] = s.median
+            for i, v in enumerate(self.levels):
+                columns[f"{p}lower_{v:g}"] = s.lower[i]
+                columns[f"{p}upper_{v:g}"] = s.upper[i]
+            if s.probs is not None:
+                for k in range(s.probs.shape[1]):
+                    columns[f"{p}p_{k}"] = s.probs[:, k]
+        return pd.DataFrame(columns)
+
+    def to_xarray(self):
+        """An ``xarray.Dataset`` with variables ``<site>_mean`` etc. over dims ``row``, ``level``."""
+        import xarray as xr
+
+        data = {}
+        for name, s in self.sites.items():
+            event = [f"{name}_dim_{i}" for i in range(s.mean.ndim - 1)]
+            dims = ["row", *event]
+            data[f"{name}_mean"] = (dims, s.mean)
+            data[f"{name}_sd"] = (dims, s.sd)
+            data[f"{name}_median"] = (dims, s.median)
+            data[f"{name}_lower"] = (["level", *dims], s.lower)
+            data[f"{name}_upper"] = (["level", *dims], s.upper)
+            if s.probs is not None:
+                data[f"{name}_probs"] = (["row", f"{name}_class"], s.probs)
+        return xr.Dataset(data, coords={"level": list(self.levels)}, attrs={"kind": self.kind, "seed": self.seed})
+
+    def __repr__(self):
+        sites = ", ".join(self.sites)
+        return f"Prediction(rows={self.num_rows}, sites=[{sites}], levels={self.levels}, kind={self.kind!r})"
+
+
+def _class_probs(row_draws: np.ndarray, num_classes: int) -> np.ndarray:
+    """Share of draws equal to 0..num_classes-1 per row; the last class collects larger values."""
+    values = np.clip(row_draws.astype(np.int64), 0, num_classes - 1)
+    probs = np.empty((values.shape[0], num_classes))
+    for k in range(num_classes):
+        probs[:, k] = (values == k).mean(axis=-1)
+    return probs
+
+
+def assemble(chunks, num_rows: int, sites_info: Mapping[str, Mapping], levels, kind: str, seed: int,
+             keep_draws: bool) -> Prediction:
+    """Summarize predictive draws chunk by chunk into a ``Prediction``.
+
+    ``chunks`` yields ``(start, stop, {site: (rows, ..., draws)})``; ``sites_info[site]`` may give
+    ``num_classes`` for discrete scalar sites.
+    """
+    parts: dict[str, dict[str, list]] = {s: {} for s in sites_info}
+    for start, stop, out in chunks:
+        for site, row_draws in out.items():
+            s = summarize(row_draws, levels, kind)
+            k = sites_info[site].get("num_classes")
+            if k and row_draws.ndim == 2:
+                s["probs"] = _class_probs(row_draws, k)
+            if keep_draws:
+                s["row_draws"] = row_draws
+            for key, value in s.items():
+                parts[site].setdefault(key, []).append(value)
+    sites = {}
+    for site, p in parts.items():
+        cat = {k: np.concatenate(v, axis=1 if k in ("lower", "upper") else 0) for k, v in p.items()}
+        sites[site] = SitePrediction(site=site, **cat)
+    return Prediction(sites, tuple(levels), kind, seed, num_rows)
