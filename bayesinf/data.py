@@ -192,7 +192,8 @@ def split_arguments(bound: Mapping[str, Any]):
 
 def describe(order: tuple[str, ...], arrays: Mapping[str, np.ndarray], columns: Mapping[str, Any],
              static: Mapping[str, Any], observed: tuple[str, ...],
-             row_args: tuple[str, ...] | None = None) -> InputSchema:
+             row_args: tuple[str, ...] | None = None,
+             int_ranges: Mapping[str, tuple[int, int]] | None = None) -> InputSchema:
     """Record the schema of the model's arguments at fit.
 
     Parameters
@@ -206,6 +207,9 @@ def describe(order: tuple[str, ...], arrays: Mapping[str, np.ndarray], columns: 
     row_args : tuple of str, optional
         Names of row-wise arguments; by default every array whose leading axis has the length of
         the first observed argument (or, without one, of the first array argument).
+    int_ranges : mapping of str -> (int, int), optional
+        Declared inclusive value ranges of integer row arguments (e.g. an index that may point at
+        a "new group" slot unseen in the data); by default the range seen in the data.
     """
     if row_args is not None:
         missing = [n for n in row_args if n not in arrays]
@@ -220,6 +224,10 @@ def describe(order: tuple[str, ...], arrays: Mapping[str, np.ndarray], columns: 
         if arrays[candidates[0]].ndim == 0:
             raise InputError(candidates[0], "is a scalar", "an array with a row axis")
         num_rows = arrays[candidates[0]].shape[0]
+    unknown = [n for n in (int_ranges or {}) if n not in arrays or not (
+        np.issubdtype(arrays[n].dtype, np.integer) or arrays[n].dtype == bool)]
+    if unknown:
+        raise InputError("int_ranges", f"names {unknown}, which are not integer array arguments of the model")
     must_match = tuple(observed) + tuple(row_args or ())
     for name in must_match:
         a = arrays[name]
@@ -240,6 +248,12 @@ def describe(order: tuple[str, ...], arrays: Mapping[str, np.ndarray], columns: 
         int_range = None
         if role == "rows" and (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
             int_range = (int(a.min()), int(a.max()))
+            if int_ranges and name in int_ranges:
+                low, high = (int(v) for v in int_ranges[name])
+                if low > int_range[0] or high < int_range[1]:
+                    raise InputError("int_ranges", f"gives [{low}, {high}] for '{name}', which does not cover the "
+                                     f"values in the data [{int_range[0]}, {int_range[1]}]")
+                int_range = (low, high)
         specs.append(ArgSpec(
             name, role, a.dtype.str,
             tuple(a.shape[1:]) if role in ("rows", "observed") else tuple(a.shape),

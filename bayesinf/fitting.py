@@ -51,7 +51,8 @@ def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: in
         guide="mvn", optimizer: str = "adam", learning_rate: float = 0.01, num_steps: int = 20_000,
         num_particles: int = 1, check_every: int = 1000, rtol: float = 1e-4,
         seed: int = 0, progress: bool | None = None, dtype: str = "float32",
-        row_args: tuple[str, ...] | None = None, model_kwargs: Mapping[str, Any] | None = None,
+        row_args: tuple[str, ...] | None = None, int_ranges: Mapping[str, tuple[int, int]] | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
         warn: bool = True, **kwargs) -> Posterior:
     """Fit a NumPyro model to data with NUTS or SVI.
 
@@ -81,6 +82,10 @@ def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: in
     row_args : tuple of str, optional
         Names of the row-wise arguments, when the default rule (arrays as long as the observed
         data) is not what you mean.
+    int_ranges : mapping of str -> (int, int), optional
+        Allowed inclusive ranges of integer row arguments at predict time (default: the range
+        seen in the data, so an unseen category is refused instead of silently clipped by JAX's
+        indexing). Declare a wider range when the model handles new levels itself.
     warn : bool
         Emit a ``ConvergenceWarning`` when ``Posterior.diagnose`` finds problems.
 
@@ -111,7 +116,7 @@ def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: in
     with precision(dtype):
         sites, trace = inspect_model(bound_model, arrays)
         observed_args = tuple(sites.observed_args.values())
-        schema = describe(tuple(bound), arrays, columns, static, observed_args, row_args)
+        schema = describe(tuple(bound), arrays, columns, static, observed_args, row_args, int_ranges)
         sites = with_rows(sites, trace, schema.num_rows)
         if method == "nuts":
             result = run_nuts(bound_model, arrays, config, int(seed), dtype=dtype, progress=progress)

@@ -94,16 +94,34 @@ class Posterior:
                 f"rows={self.schema.num_rows}, params=[{params}], observed={list(self.sites.observed)})")
 
     # ----------------------------------------------------------------- diagnostics
-    def to_arviz(self, log_likelihood: bool = True):
-        """ArviZ 1.x ``DataTree`` with groups posterior, sample_stats, observed_data, constant_data
-        and (by default) log_likelihood, pointwise per observed row."""
+    def to_arviz(self, log_likelihood: bool = True, posterior_predictive: bool = False, seed: int = 0):
+        """ArviZ 1.x ``DataTree`` with groups posterior, sample_stats, observed_data, constant_data,
+        (by default) log_likelihood pointwise per observed row, and optionally posterior_predictive
+        on the fit data (drawn with ``seed``)."""
         observed = {s: self.data[a] for s, a in self.sites.observed_args.items()}
         constant = {k: v for k, v in self.data.items() if k not in self.sites.observed_args.values()}
         ll = self.log_likelihood() if log_likelihood else None
+        pp = self.posterior_predictive(seed) if posterior_predictive else None
         return arviz_io.to_datatree(
             self.draws, sample_stats=self.sample_stats, observed_data=observed, log_likelihood=ll,
-            constant_data=constant, attrs={"inference_library": "bayesinf", "method": self.method},
+            posterior_predictive=pp, constant_data=constant,
+            attrs={"inference_library": "bayesinf", "method": self.method},
         )
+
+    def posterior_predictive(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """Posterior predictive draws on the fit data, ``(chains, draws, rows, ...)`` per observed site."""
+        predictor = self.predict_fn()
+        arrays = {k: v for k, v in self.data.items() if k not in self.schema.names("observed")}
+        parts: dict[str, list] = {s: [] for s in self.sites.observed}
+        with precision(self.dtype):
+            for _, _, out in predictor.chunks(arrays, self.schema.num_rows, seed):
+                for s, v in out.items():
+                    parts[s].append(v)
+        out = {}
+        for s, v in parts.items():
+            draws_first = np.moveaxis(np.concatenate(v), -1, 0)  # (draws, rows, ...)
+            out[s] = draws_first.reshape(self.num_chains, self.num_draws, *draws_first.shape[1:])
+        return out
 
     def log_likelihood(self) -> dict[str, np.ndarray]:
         """Pointwise log likelihood per observed site, ``(chains, draws, rows, ...)``."""
