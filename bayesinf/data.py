@@ -158,7 +158,7 @@ def as_array(name: str, value: Any) -> tuple[np.ndarray, tuple[str, ...] | None]
             where = np.argwhere(bad)[0]
             loc = f"row {where[0]}" if array.ndim >= 1 else "the value"
             if array.ndim >= 2:
-                col = columns[where[1]] if columns else where[1]
+                col = columns[where[1]] if columns else int(where[1])
                 loc += f", column {col!r}"
             raise InputError(name, f"contains {n_nan} NaN and {n_inf} infinite values (first at {loc})",
                              "finite numbers", "Drop or impute the missing values first.")
@@ -299,6 +299,13 @@ def _conform(spec: ArgSpec, value: Any) -> np.ndarray:
     return array
 
 
+def _equal_static(a: Any, b: Any) -> bool:
+    """Whether two static values are equal (an array is never equal to a static value)."""
+    if not (_is_static(a) and _is_static(b)):
+        return False
+    return bool(a == b)
+
+
 def prepare_predict_inputs(model: Callable, schema: InputSchema, fit_arrays: Mapping[str, np.ndarray],
                            args: tuple, kwargs: Mapping) -> tuple[int, dict[str, np.ndarray], dict[str, Any]]:
     """Check new data for prediction against ``schema``.
@@ -306,11 +313,18 @@ def prepare_predict_inputs(model: Callable, schema: InputSchema, fit_arrays: Map
     Returns the number of rows, the dynamic arrays (new row arrays plus the fit's other arrays)
     and the static values (observed arguments set to ``None``).
     """
-    given = bind_arguments(model, args, kwargs, partial=True)
     names = schema.names()
+    parameters = inspect.signature(model).parameters
+    for name in kwargs:
+        if name not in parameters:
+            raise InputError(name, "is not an argument of the model", f"some of {list(parameters)}")
+    given = bind_arguments(model, args, kwargs, partial=True)
     for name in given:
-        if name not in names:
-            raise InputError(name, "is not an argument of the fitted model", f"some of {list(names)}")
+        if name not in names:  # not passed at fit: the model ran with its default value
+            default = parameters[name].default
+            if default is inspect.Parameter.empty or not _equal_static(given[name], default):
+                raise InputError(name, f"was not given at fit, so the model was fit with its default {default!r}",
+                                 hint="Predict with the values the model was fit with, or refit.")
     arrays: dict[str, np.ndarray] = {}
     static: dict[str, Any] = dict(schema.static)
     num_rows = None

@@ -65,14 +65,38 @@ def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: in
         and ``None`` are static (they may set plate sizes). Arguments whose names clash with the
         options below go in ``model_kwargs``.
     method : {"nuts", "svi"}
-    chains, draws, warmup : int
-        NUTS chains, kept draws per chain, warmup iterations per chain. For SVI ``draws`` is the
-        number of draws taken from the fitted guide (one chain).
-    target_accept, dense_mass, max_tree_depth, init
-        NUTS settings (see ``NUTSConfig``).
-    guide, optimizer, learning_rate, num_steps, num_particles, check_every, rtol
-        SVI settings (see ``SVIConfig``); ``guide`` is "normal", "mvn", "lowrank", "laplace" or a
-        guide function taking the model's arguments.
+        Inference method.
+    chains : int
+        NUTS chains, run in parallel over devices.
+    draws : int
+        Kept draws per NUTS chain; for SVI, the number of draws taken from the fitted guide
+        (one chain).
+    warmup : int
+        NUTS warmup (adaptation) iterations per chain.
+    target_accept : float
+        NUTS target acceptance probability in (0, 1).
+    dense_mass : bool
+        Adapt a dense NUTS mass matrix.
+    max_tree_depth : int
+        Maximum NUTS tree depth.
+    init : str or callable
+        Initial positions: "uniform", "median", "mean", "sample", "feasible" or a NumPyro init
+        strategy.
+    guide : str or callable
+        SVI guide: "normal", "mvn", "lowrank", "laplace" or a guide function taking the
+        model's arguments.
+    optimizer : str
+        SVI optimizer: "adam", "clipped_adam", "adagrad", "sgd" or "rmsprop".
+    learning_rate : float
+        SVI step size.
+    num_steps : int
+        Most SVI steps.
+    num_particles : int
+        Monte Carlo samples per ELBO estimate.
+    check_every : int
+        SVI steps per compiled chunk; convergence is checked between chunks.
+    rtol : float
+        Relative tolerance of the SVI stopping rule (``bayesinf.inference.svi``).
     seed : int
         Seed of every random number of the fit.
     progress : bool, optional

@@ -7,25 +7,28 @@ CPU is several times faster than sorting on the device.
 
 from __future__ import annotations
 
+import numbers
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from .errors import InputError
 
-__all__ = ["KINDS", "check_levels", "check_kind", "eti_probs", "summarize", "interval"]
+__all__ = ["KINDS", "check_levels", "check_kind", "eti_probs", "quantiles", "summarize", "interval"]
 
 KINDS = ("eti", "hdi")
 
 
 def check_levels(levels, owner: str = "predict") -> tuple[float, ...]:
     """Validate interval levels: a float or a sequence of floats, each in (0, 1)."""
-    if isinstance(levels, (int, float)) and not isinstance(levels, bool):
-        levels = (levels,)
+    if isinstance(levels, numbers.Real) and not isinstance(levels, (bool, np.bool_)):
+        levels = (levels,)  # Python or NumPy scalar
     try:
         levels = tuple(float(v) for v in levels)
     except (TypeError, ValueError):
         raise InputError("levels", f"of {owner} must be a float or a sequence of floats in (0, 1); got {levels!r}") from None
+    if not levels:
+        raise InputError("levels", f"of {owner} is empty", "at least one float in (0, 1)")
     for v in levels:
         if not 0.0 < v < 1.0:
             raise InputError("levels", f"of {owner} must be floats in (0, 1); got {v!r}")
@@ -46,6 +49,32 @@ def eti_probs(levels: Iterable[float]) -> list[float]:
     return sorted(probs)
 
 
+def quantiles(x: np.ndarray, probs: Sequence[float]) -> np.ndarray:
+    """Quantiles of ``x`` over the last axis, numpy's default ("linear") definition.
+
+    Equal to ``np.quantile(x, probs, axis=-1)`` but one ``np.partition`` at the lower order
+    statistic of each probability, the upper neighbours read as minima of the partitioned
+    segments: about a third less work than ``np.quantile`` for three probabilities.
+    Returns ``(len(probs), *x.shape[:-1])``.
+    """
+    n = x.shape[-1]
+    h = np.asarray(probs, dtype=np.float64) * (n - 1)
+    lower = np.floor(h).astype(np.int64)
+    kth = sorted(set(lower.tolist()))
+    part = np.partition(x, kth, axis=-1)
+    bounds = kth[1:] + [n]
+    out = np.empty((len(probs), *x.shape[:-1]), dtype=np.result_type(x.dtype, np.float32))
+    for i, (k, frac) in enumerate(zip(lower, h - lower)):
+        lo = part[..., k]
+        if frac == 0 or k + 1 >= n:
+            out[i] = lo
+            continue
+        stop = bounds[kth.index(k)]  # part[k+1:stop] holds the values between two partition points
+        hi = part[..., k + 1:stop].min(axis=-1) if stop > k + 1 else part[..., k + 1]
+        out[i] = lo + frac * (hi - lo)
+    return out
+
+
 def summarize(draws: np.ndarray, levels: Sequence[float], kind: str) -> dict[str, np.ndarray]:
     """Mean, sd (ddof=1), median and interval bounds of ``draws`` over the last axis.
 
@@ -56,7 +85,7 @@ def summarize(draws: np.ndarray, levels: Sequence[float], kind: str) -> dict[str
     out = {"mean": x.mean(axis=-1), "sd": x.std(axis=-1, ddof=1) if x.shape[-1] > 1 else np.zeros(x.shape[:-1])}
     if kind == "eti":
         probs = eti_probs(levels)
-        q = np.quantile(x, probs, axis=-1)
+        q = quantiles(x, probs)
         index = {p: i for i, p in enumerate(probs)}
         out["median"] = q[index[0.5]]
         out["lower"] = np.stack([q[index[(1 - v) / 2]] for v in levels])
@@ -64,7 +93,7 @@ def summarize(draws: np.ndarray, levels: Sequence[float], kind: str) -> dict[str
     else:
         from . import arviz_io
 
-        out["median"] = np.median(x, axis=-1)
+        out["median"] = quantiles(x, [0.5])[0]
         bounds = [arviz_io.hdi_array(x, v) for v in levels]
         out["lower"] = np.stack([b[..., 0] for b in bounds])
         out["upper"] = np.stack([b[..., 1] for b in bounds])

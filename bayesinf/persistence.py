@@ -77,8 +77,16 @@ def _check_static_json(static: dict) -> None:
 
 
 def save(posterior, path) -> Path:
-    """Write ``posterior`` to the directory ``path`` atomically; an existing model there is replaced."""
+    """Write ``posterior`` to the directory ``path`` atomically; an existing model there is replaced.
+
+    Raises ``InputError`` if ``path`` exists and is neither a model directory (with
+    ``manifest.json``) nor an empty directory.
+    """
     path = Path(path)
+    if path.exists() and not (path.is_dir() and ((path / MANIFEST).is_file() or not any(path.iterdir()))):
+        # Replacing is for a model saved earlier; never delete a file or a directory of other things.
+        raise InputError("path", f"'{path}' exists and is not a bayesinf model directory, so save will not "
+                         "replace it", hint="Choose a new path, or remove it first.")
     _check_static_json(posterior.schema.static)
     arrays = {f"posterior/{k}": v for k, v in posterior.draws.items()}
     arrays.update({f"sample_stats/{k}": v for k, v in posterior.sample_stats.items()})

@@ -13,7 +13,7 @@ from .data import InputSchema, prepare_predict_inputs
 from .diagnostics import Diagnosis, diagnose_nuts, diagnose_svi
 from .errors import ConvergenceWarning
 from .intervals import check_kind, check_levels
-from .prediction import Prediction, assemble
+from .prediction import BLOCK_ROWS, Prediction, assemble
 from .runtime import precision
 from .sites import ModelSites
 
@@ -25,6 +25,20 @@ DEFAULT_LEVEL = 0.9
 DEFAULT_KIND = "eti"
 #: Predictive draws are kept on the ``Prediction`` up to this many bytes unless asked otherwise.
 KEEP_DRAWS_BYTES = 512 * 2**20
+
+
+def summary_executor():
+    """The process-wide thread pool that summarizes prediction row blocks (one thread per core)."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        _EXECUTOR = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="bayesinf-summary")
+    return _EXECUTOR
+
+
+_EXECUTOR = None
 
 
 class Posterior:
@@ -76,6 +90,7 @@ class Posterior:
     # ----------------------------------------------------------------- basic facts
     @property
     def num_chains(self) -> int:
+        """Number of chains (1 for SVI)."""
         return next(iter(self.draws.values())).shape[0]
 
     @property
@@ -119,7 +134,7 @@ class Posterior:
                     parts[s].append(v)
         out = {}
         for s, v in parts.items():
-            draws_first = np.moveaxis(np.concatenate(v), -1, 0)  # (draws, rows, ...)
+            draws_first = np.concatenate(v, axis=1)  # (draws, rows, ...)
             out[s] = draws_first.reshape(self.num_chains, self.num_draws, *draws_first.shape[1:])
         return out
 
@@ -162,6 +177,7 @@ class Posterior:
         return diagnose_nuts(table, self.sample_stats, arviz_io.bfmi(tree), self.num_chains)
 
     def warn_if_unconverged(self) -> Diagnosis:
+        """Run ``diagnose`` and emit a ``ConvergenceWarning`` carrying the verdict if it found problems."""
         diagnosis = self.diagnose()
         if not diagnosis.ok:
             warnings.warn(ConvergenceWarning(str(diagnosis)), stacklevel=3)
@@ -228,7 +244,8 @@ class Posterior:
         info = {s: {"num_classes": self.sites.num_classes.get(s)} for s in self.sites.observed}
         with precision(self.dtype):
             chunks = predictor.chunks(arrays, num_rows, int(seed))
-            return assemble(chunks, num_rows, info, levels, kind, int(seed), bool(return_draws))
+            return assemble(chunks, num_rows, info, levels, kind, int(seed), bool(return_draws),
+                            executor=summary_executor() if num_rows > BLOCK_ROWS else None)
 
     # ----------------------------------------------------------------- persistence
     def save(self, path) -> None:

@@ -2,8 +2,9 @@
 row bucket.
 
 ``Predictor`` traces the model once per draw under ``vmap`` with the latent sites substituted by
-posterior draws, and returns the observed sites' draws laid out ``(rows, ..., draws)`` so that
-per-row summaries read contiguous memory. Row counts are padded up to a power of two (a
+posterior draws, and returns the observed sites' draws laid out ``(draws, rows, ...)`` as the
+model makes them (a transpose inside XLA costs more than the draws on CPU; the host transposes
+row blocks while it summarizes them, see ``bayesinf.prediction``). Row counts are padded up to a power of two (a
 *bucket*) so a new request size reuses a compiled function; rows beyond the memory budget are
 processed in chunks of the largest bucket. Posterior draws and data are arguments of the compiled
 function, never constants.
@@ -77,14 +78,12 @@ class Predictor:
 
         keys = jax.random.split(rng_key, self.num_draws)
         if params:
-            out = jax.vmap(one_draw)(params, keys)
-        else:
-            out = jax.vmap(lambda key: one_draw({}, key))(keys)
-        return {s: jnp.moveaxis(v, 0, -1) for s, v in out.items()}
+            return jax.vmap(one_draw)(params, keys)
+        return jax.vmap(lambda key: one_draw({}, key))(keys)
 
     @property
     def compiled(self):
-        """The jitted function ``(params, rng_key, arrays) -> {site: (rows, ..., draws)}``."""
+        """The jitted function ``(params, rng_key, arrays) -> {site: (draws, rows, ...)}``."""
         return self._fn
 
     def compile_count(self) -> int:
@@ -101,14 +100,16 @@ class Predictor:
 
     def chunks(self, arrays: Mapping[str, np.ndarray], num_rows: int, seed: int
                ) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
-        """Predictive draws chunk by chunk: yields ``(start, stop, {site: (stop-start, ..., draws)})``.
+        """Predictive draws chunk by chunk: yields ``(start, stop, {site: (draws, stop-start, ...)})``.
 
         Chunk ``i`` uses the key ``fold_in(PRNGKey(seed), i)``, so results depend only on the
-        seed, the rows and the memory budget.
+        seed, the rows and the memory budget. The next chunk is dispatched before the current one
+        is handed over, so the device computes it while the caller summarizes.
         """
         import jax
 
         base = jax.random.PRNGKey(seed)
+        pending = None
         for i, start in enumerate(range(0, num_rows, self.max_rows)):
             stop = min(start + self.max_rows, num_rows)
             n = stop - start
@@ -122,5 +123,14 @@ class Predictor:
                     chunk[k] = part
                 else:
                     chunk[k] = v
-            out = self._fn(self.params, jax.random.fold_in(base, i), chunk)
-            yield start, stop, {s: np.asarray(v)[:n] for s, v in out.items()}
+            out = self._fn(self.params, jax.random.fold_in(base, i), chunk)  # dispatched, not awaited
+            if pending is not None:
+                yield _to_host(*pending)
+            pending = (start, stop, out)
+        if pending is not None:
+            yield _to_host(*pending)
+
+
+def _to_host(start: int, stop: int, out) -> tuple[int, int, dict[str, np.ndarray]]:
+    n = stop - start
+    return start, stop, {s: np.asarray(v)[:, :n] for s, v in out.items()}

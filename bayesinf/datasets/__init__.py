@@ -1,8 +1,8 @@
 """Small real datasets bundled with bayesinf.
 
 The data are read from JSON files shipped inside the package (no network
-access, no pickle). Every loader returns a :class:`Dataset` whose ``frame`` is
-a fresh :class:`pandas.DataFrame`, so changing it never affects a later load.
+access, no pickle). Every loader returns a `Dataset` whose ``frame`` is
+a fresh `pandas.DataFrame`, so changing it never affects a later load.
 
 All three datasets come from posteriordb (https://github.com/stan-dev/posteriordb,
 commit 28f8d3d6e975315f42aa274a8399f21e07a43b30), distributed under the
@@ -53,7 +53,7 @@ class Dataset:
     Attributes
     ----------
     name : str
-        Short name, as listed by :func:`list_datasets`.
+        Short name, as listed by `list_datasets`.
     frame : pandas.DataFrame
         The data, one row per observation.
     description : str
@@ -118,7 +118,7 @@ def citation(name: str) -> str:
     Parameters
     ----------
     name : str
-        One of :func:`list_datasets`.
+        One of `list_datasets`.
 
     Returns
     -------

@@ -143,7 +143,8 @@ def _get_sampler(model: BoundModel, arrays, config: NUTSConfig, dtype: str) -> t
     import jax
 
     devices, per_device = chain_layout(config.chains, jax.local_device_count())
-    key = (model, shape_key(arrays), config, devices, dtype, jax.default_backend())
+    # ``draws`` is not compiled in (blocks run until it is reached), so it is not part of the key.
+    key = (model, shape_key(arrays), config.replace(draws=1), devices, dtype, jax.default_backend())
     sampler = _SAMPLERS.get(key)
     if sampler is not None:
         _SAMPLERS.move_to_end(key)

@@ -100,7 +100,9 @@ def _get_program(model: BoundModel, arrays, config: SVIConfig, dtype: str) -> tu
     def chunk(state, arrays):
         return lax.scan(lambda s, _: svi.update(s, **arrays), state, None, length=config.check_every)
 
-    program = _Program(svi, guide, jax.jit(lambda key, arrays: svi.init(key, **arrays)), jax.jit(chunk))
+    # ``svi.init`` stays un-jitted: an autoguide records its prototype trace on first call, and a
+    # trace recorded under jit would hold tracers that ``sample_posterior`` later reads.
+    program = _Program(svi, guide, lambda key, arrays: svi.init(key, **arrays), jax.jit(chunk))
     _PROGRAMS[key] = program
     while len(_PROGRAMS) > _CACHE_SIZE:
         _PROGRAMS.popitem(last=False)
