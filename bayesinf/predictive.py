@@ -23,6 +23,10 @@ __all__ = ["Predictor", "bucket_size", "DEFAULT_MEMORY_BUDGET"]
 
 #: Bytes of predictive draws held at once per chunk (all observed sites together).
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
+#: Requests of more rows than this are split into at least ``PIPELINE_CHUNKS`` chunks, so the
+#: device draws one chunk while the host summarizes the previous one.
+PIPELINE_MIN_ROWS = 512
+PIPELINE_CHUNKS = 4
 
 
 def bucket_size(num_rows: int, max_rows: int) -> int:
@@ -98,6 +102,12 @@ class Predictor:
             padded = {k: (np.repeat(v[:1], b, axis=0) if k in self.row_args else v) for k, v in arrays.items()}
             jax.block_until_ready(self._fn(self.params, jax.random.PRNGKey(0), padded))
 
+    def chunk_rows(self, num_rows: int) -> int:
+        """Rows per chunk for a request of ``num_rows`` rows (a power of two, at most ``max_rows``)."""
+        if num_rows <= PIPELINE_MIN_ROWS:
+            return bucket_size(num_rows, self.max_rows)
+        return bucket_size(-(-num_rows // PIPELINE_CHUNKS), self.max_rows)
+
     def chunks(self, arrays: Mapping[str, np.ndarray], num_rows: int, seed: int
                ) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
         """Predictive draws chunk by chunk: yields ``(start, stop, {site: (draws, stop-start, ...)})``.
@@ -110,10 +120,11 @@ class Predictor:
 
         base = jax.random.PRNGKey(seed)
         pending = None
-        for i, start in enumerate(range(0, num_rows, self.max_rows)):
-            stop = min(start + self.max_rows, num_rows)
+        step = self.chunk_rows(num_rows)
+        for i, start in enumerate(range(0, num_rows, step)):
+            stop = min(start + step, num_rows)
             n = stop - start
-            size = bucket_size(n, self.max_rows)
+            size = bucket_size(n, step)
             chunk = {}
             for k, v in arrays.items():
                 if k in self.row_args:
