@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["ArgSpec", "InputSchema", "bind_arguments", "as_array", "split_arguments", "describe", "prepare_predict_inputs"]
+__all__ = ["ArgSpec", "InputSchema", "check_seed", "bind_arguments", "as_array", "split_arguments", "describe", "prepare_predict_inputs"]
 
 ROLES = ("rows", "observed", "array", "static")
 
@@ -99,6 +99,16 @@ class InputSchema:
 
 def _tuplify(value):
     return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
+
+
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: Any, owner: str) -> int:
+    """A seed must be an int in [0, 2**32 - 1]: JAX keys keep 32 bits of it, so larger seeds collide."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise InputError("seed", f"of {owner} must be an int in [0, {MAX_SEED}]; got {seed!r}")
+    return int(seed)
 
 
 def bind_arguments(model: Callable, args: tuple, kwargs: Mapping, *, partial: bool = False) -> dict[str, Any]:

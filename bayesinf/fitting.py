@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .config import NUTSConfig, SVIConfig
-from .data import bind_arguments, describe, split_arguments
+from .data import bind_arguments, check_seed, describe, split_arguments
 from .errors import InputError
 from .inference import BoundModel, run_nuts, run_svi
 from .posterior import Posterior
@@ -119,8 +119,7 @@ def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: in
     """
     if method not in METHODS:
         raise InputError("method", f"of fit must be one of {METHODS}; got {method!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InputError("seed", f"of fit must be an int; got {seed!r}")
+    seed = check_seed(seed, "fit")
     if not callable(model):
         raise InputError("model", f"must be a NumPyro model function; got {type(model).__name__}")
     if method == "nuts":
@@ -143,17 +142,17 @@ def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: in
         schema = describe(tuple(bound), arrays, columns, static, observed_args, row_args, int_ranges)
         sites = with_rows(sites, trace, schema.num_rows)
         if method == "nuts":
-            result = run_nuts(bound_model, arrays, config, int(seed), dtype=dtype, progress=progress)
+            result = run_nuts(bound_model, arrays, config, seed, dtype=dtype, progress=progress)
             draws_, stats, losses, info = result.draws, result.stats, None, result.info
         else:
-            result = run_svi(bound_model, arrays, config, int(seed), latent_sites=sites.latent, dtype=dtype,
+            result = run_svi(bound_model, arrays, config, seed, latent_sites=sites.latent, dtype=dtype,
                              progress=progress)
-            draws_ = _with_deterministic(bound_model, result.draws, arrays, sites.deterministic, int(seed))
+            draws_ = _with_deterministic(bound_model, result.draws, arrays, sites.deterministic, seed)
             stats, losses, info = {}, result.losses, result.info
     settings = {"method": method, **{k: (v if not callable(v) else _model_path(v) or repr(v))
                                      for k, v in dataclasses.asdict(config).items()}}
     posterior = Posterior(model=model, method=method, draws=draws_, sample_stats=stats, schema=schema, data=arrays,
-                          sites=sites, settings=settings, info=info, dtype=dtype, seed=int(seed), losses=losses,
+                          sites=sites, settings=settings, info=info, dtype=dtype, seed=seed, losses=losses,
                           model_path=_model_path(model))
     if warn:
         posterior.warn_if_unconverged()

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import arviz_io
-from .data import InputSchema, prepare_predict_inputs
+from .data import InputSchema, check_seed, prepare_predict_inputs
 from .diagnostics import Diagnosis, diagnose_nuts, diagnose_svi
 from .errors import ConvergenceWarning
 from .intervals import check_kind, check_levels
@@ -226,10 +226,7 @@ class Posterior:
         """
         levels = check_levels(levels)
         kind = check_kind(kind)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            from .errors import InputError
-
-            raise InputError("seed", f"of predict must be an int; got {seed!r}")
+        seed = check_seed(seed, "predict")
         num_rows, arrays, static = prepare_predict_inputs(self.model, self.schema, self.data, args, kwargs)
         predictor = self.predict_fn(memory_budget)
         if static != predictor.model.static:
@@ -243,8 +240,8 @@ class Posterior:
             return_draws = total <= KEEP_DRAWS_BYTES
         info = {s: {"num_classes": self.sites.num_classes.get(s)} for s in self.sites.observed}
         with precision(self.dtype):
-            chunks = predictor.chunks(arrays, num_rows, int(seed))
-            return assemble(chunks, num_rows, info, levels, kind, int(seed), bool(return_draws),
+            chunks = predictor.chunks(arrays, num_rows, seed)
+            return assemble(chunks, num_rows, info, levels, kind, seed, bool(return_draws),
                             executor=summary_executor() if num_rows > BLOCK_ROWS else None)
 
     # ----------------------------------------------------------------- persistence

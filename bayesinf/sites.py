@@ -86,6 +86,7 @@ def inspect_model(model: BoundModel, arrays: Mapping[str, np.ndarray]) -> tuple[
             arg = _find_argument(site["value"], arrays)
             if arg is not None:
                 observed_args[name] = arg
+            _check_observed_shape(name, site, arg, arrays)
             num_classes[name] = _num_classes(site)
         else:
             latent.append(name)
@@ -109,6 +110,22 @@ def with_rows(sites: ModelSites, trace, num_rows: int) -> ModelSites:
         sizes[n] = int(np.prod(shape[1:])) if shape and shape[0] == num_rows else int(np.prod(shape) or 1)
     return ModelSites(sites.latent, row_latent, sites.observed, sites.deterministic, sites.observed_args,
                       sites.num_classes, sizes)
+
+
+def _check_observed_shape(name: str, site, arg: str | None, arrays) -> None:
+    """The observed value must have the shape the site's distribution gives it (batch + event)."""
+    fn = site["fn"]
+    expected = tuple(fn.batch_shape) + tuple(fn.event_shape)
+    got = tuple(np.shape(site["value"]))
+    try:
+        np.broadcast_shapes(expected, got)
+        compatible = len(got) >= len(expected) or not expected
+    except ValueError:
+        compatible = False
+    if not compatible or (got and expected and got[0] != expected[0] and expected[0] != 1):
+        others = ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in arrays.items() if k != arg)
+        raise InputError(arg or name, f"has shape {got} but the model's site '{name}' has shape {expected} "
+                         f"(given {others})", "the same number of rows in every row argument")
 
 
 def _num_classes(site) -> int | None:

@@ -1,13 +1,12 @@
 """NUTS driver: NumPyro's ``NUTS`` kernel, run by a driver that compiles once per model and shapes.
 
 NumPyro's ``MCMC`` closes the data over as constants and re-traces its parallel map on every
-``run``, so each fit pays for compilation again. This driver instead compiles two pure functions
-once per (model, static arguments, data shapes, settings, devices) and keeps them:
-
-- ``init(rng_keys, arrays) -> state``: NumPyro's ``NUTS.init`` per chain;
-- ``block(state, arrays, num_valid) -> (state, collected)``: ``BLOCK`` iterations of
-  ``NUTS.sample`` under ``lax.scan``; iterations past ``num_valid`` are skipped, so the same
-  compiled block serves any number of warmup and kept draws.
+``run``, so each fit pays for compilation again. This driver instead compiles one pure function
+once per (model, static arguments, data shapes, settings, devices) and keeps it:
+``block(rng_keys, state, arrays, num_valid, is_first) -> (state, collected)`` runs NumPyro's
+``NUTS.init`` when ``is_first`` (so initialization and sampling share one compilation), then
+``BLOCK`` iterations of ``NUTS.sample`` under ``lax.scan``; iterations past ``num_valid`` are
+skipped, so the same compiled block serves any number of warmup and kept draws.
 
 Chains are laid out as ``(devices, chains_per_device)``: ``pmap`` across devices (parallel) and
 ``vmap`` within one (vectorized). Warmup adaptation happens inside the kernel state, so warmup
@@ -17,6 +16,7 @@ what is compiled.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -74,10 +74,26 @@ def _init_strategy(init):
     }[init]
 
 
+@functools.lru_cache(maxsize=1)
+def _pmap_identity():
+    """``pmap`` of the identity: places a ``(devices, ...)`` tree as ``pmap`` outputs are placed."""
+    import jax
+
+    return jax.pmap(lambda tree: tree)
+
+
+def _strong(tree):
+    """Drop JAX weak types from a state so its types are the same on every block (no recompiling)."""
+    from jax import lax
+    import jax
+
+    return jax.tree.map(lambda x: lax.convert_element_type(x, x.dtype), tree)
+
+
 @dataclass
 class _Sampler:
-    init: Callable
-    block: Callable
+    block: Callable  # (keys, state, arrays, num_valid, is_first) -> (state, collected)
+    init_shape: Callable  # (key, arrays) -> per-chain state structure (no compilation)
     devices: int
     per_device: int
 
@@ -99,11 +115,14 @@ def _build_sampler(model: BoundModel, config: NUTSConfig, devices: int, per_devi
     def init_chain(rng_key, arrays):
         return kernel.init(rng_key, config.warmup, None, (), arrays)
 
-    def block_chain(state, arrays, num_valid):
+    def chain_block(rng_key, state, arrays, num_valid, is_first):
+        # Initialization lives in the same compiled program as the iterations (one compilation
+        # instead of two); on later blocks the branch is skipped at run time.
+        state = _strong(lax.cond(is_first, lambda _: _strong(init_chain(rng_key, arrays)), lambda _: state, None))
         postprocess = kernel.postprocess_fn((), arrays)
 
         def step(state, i):
-            state = lax.cond(i < num_valid, lambda s: kernel.sample(s, (), arrays), lambda s: s, state)
+            state = lax.cond(i < num_valid, lambda s: _strong(kernel.sample(s, (), arrays)), lambda s: s, state)
             collected = {
                 "z": postprocess(state.z),
                 "diverging": state.diverging,
@@ -118,25 +137,23 @@ def _build_sampler(model: BoundModel, config: NUTSConfig, devices: int, per_devi
         return lax.scan(step, state, jnp.arange(BLOCK))
 
     if per_device == 1:  # no vmap: a batched NUTS tree-building loop compiles slower
-        init_v = lambda keys, arrays: jax.tree.map(lambda x: x[None], init_chain(keys[0], arrays))
-        block_v = lambda state, arrays, n: jax.tree.map(
-            lambda x: x[None], block_chain(jax.tree.map(lambda x: x[0], state), arrays, n))
+        def device_block(keys, state, arrays, num_valid, is_first):
+            squeeze = lambda tree: jax.tree.map(lambda x: x[0], tree)
+            out = chain_block(keys[0], squeeze(state), arrays, num_valid, is_first)
+            return jax.tree.map(lambda x: x[None], out)
     else:
-        init_v = jax.vmap(init_chain, in_axes=(0, None))
-        block_v = jax.vmap(block_chain, in_axes=(0, None, None))
+        device_block = jax.vmap(chain_block, in_axes=(0, 0, None, None, None))
     if devices > 1:
-        init_fn = jax.pmap(init_v, in_axes=(0, None))
-        block_fn = jax.pmap(block_v, in_axes=(0, None, None))
+        block_fn = jax.pmap(device_block, in_axes=(0, 0, None, None, None))
     else:
-        def init_fn(keys, arrays):
-            return init_v(keys[0], arrays)
+        def single_device(keys, state, arrays, num_valid, is_first):
+            first = lambda tree: jax.tree.map(lambda x: x[0], tree)
+            out = device_block(keys[0], first(state), arrays, num_valid, is_first)
+            return jax.tree.map(lambda x: x[None], out)
 
-        def block_fn(state, arrays, num_valid):
-            state, collected = block_v(state, arrays, num_valid)
-            return state, jax.tree.map(lambda x: x[None], collected)
-
-        init_fn, block_fn = jax.jit(init_fn), jax.jit(block_fn)
-    return _Sampler(init_fn, block_fn, devices, per_device)
+        block_fn = jax.jit(single_device)
+    return _Sampler(block_fn, lambda key, arrays: jax.eval_shape(lambda k, a: _strong(init_chain(k, a)), key, arrays),
+                    devices, per_device)
 
 
 def _get_sampler(model: BoundModel, arrays, config: NUTSConfig, dtype: str) -> tuple[_Sampler, bool]:
@@ -182,8 +199,11 @@ def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSCo
     device_arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
     keys = jax.random.split(jax.random.PRNGKey(seed), config.chains)
     keys = keys.reshape(sampler.devices, sampler.per_device, *keys.shape[1:])
-    state = sampler.init(keys, device_arrays)
-    jax.block_until_ready(state)
+    # A placeholder state of the right structure; the first block replaces it by NumPyro's init.
+    shape = sampler.init_shape(keys[0, 0], device_arrays)
+    state = jax.tree.map(lambda s: np.zeros((sampler.devices, sampler.per_device, *s.shape), s.dtype), shape)
+    if sampler.devices > 1:  # laid out as the compiled block returns it, else pmap compiles again
+        state = _pmap_identity()(state)
     init_done = time.perf_counter()
 
     total = config.warmup + config.draws
@@ -196,7 +216,8 @@ def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSCo
         for b in range(num_blocks):
             t0 = time.perf_counter()
             num_valid = min(BLOCK, total - b * BLOCK)
-            state, collected = sampler.block(state, device_arrays, jnp.asarray(num_valid, jnp.int32))
+            state, collected = sampler.block(keys, state, device_arrays, jnp.asarray(num_valid, jnp.int32),
+                                             jnp.asarray(b == 0))
             if b == 0:
                 jax.block_until_ready(state)
                 first_block = time.perf_counter() - t0
