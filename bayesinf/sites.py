@@ -52,12 +52,17 @@ class ModelSites:
 def trace_model(model: BoundModel, arrays: Mapping[str, np.ndarray], seed: int = 0):
     """Run ``model`` once on ``arrays`` and return its NumPyro trace; errors name the data shapes."""
     from numpyro import handlers
+    from numpyro.infer import init_to_uniform
 
+    # Latent values come from ``init_to_uniform`` (as NUTS initializes), so improper priors,
+    # which cannot be sampled, trace too.
+    seeded = handlers.substitute(handlers.seed(model, seed), substitute_fn=init_to_uniform)
     try:
-        return handlers.trace(handlers.seed(model, seed)).get_trace(**arrays)
+        return handlers.trace(seeded).get_trace(**arrays)
     except Exception as exc:
         shapes = ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in arrays.items())
-        raise InputError("model", f"raised {type(exc).__name__} when run on the data ({shapes}): {exc}") from exc
+        raise InputError("model", f"raised {type(exc).__name__} when run on the data ({shapes}): "
+                         f"{exc or type(exc).__doc__}") from exc
 
 
 def _find_argument(value, arrays: Mapping[str, np.ndarray]) -> str | None:
