@@ -1,6 +1,9 @@
 """SVI driver: NumPyro's ``SVI`` with an autoguide or a user guide, compiled once per model and
 shapes, run in chunks of ``check_every`` steps with a stated stopping rule.
 
+The fitted guide parameters are the average of the iterates over the last chunk when the rule
+below stopped the fit (Polyak-Ruppert averaging), else the last iterate.
+
 Stopping rule (checked at the end of each chunk ``k >= 2``): with ``m_k`` the mean loss
 (negative ELBO) over chunk ``k`` and ``se_k`` the standard error of ``m_{k-1} - m_k`` (chunk
 standard deviations over ``sqrt(check_every)``), stop when the improvement
@@ -85,6 +88,7 @@ class _Program:
 
 def _get_program(model: BoundModel, arrays, config: SVIConfig, dtype: str) -> tuple[_Program, bool]:
     import jax
+    import jax.numpy as jnp
     from jax import lax
     from numpyro.infer import SVI, Trace_ELBO
 
@@ -98,7 +102,17 @@ def _get_program(model: BoundModel, arrays, config: SVIConfig, dtype: str) -> tu
     svi = SVI(model, guide, _make_optimizer(config), Trace_ELBO(num_particles=config.num_particles))
 
     def chunk(state, arrays):
-        return lax.scan(lambda s, _: svi.update(s, **arrays), state, None, length=config.check_every)
+        """``check_every`` steps; returns the state, the losses and the mean unconstrained
+        parameters over the chunk (the Polyak-Ruppert average of the iterates)."""
+        def step(carry, _):
+            state, total = carry
+            state, loss = svi.update(state, **arrays)
+            total = jax.tree.map(jnp.add, total, svi.optim.get_params(state.optim_state))
+            return (state, total), loss
+
+        zero = jax.tree.map(jnp.zeros_like, svi.optim.get_params(state.optim_state))
+        (state, total), losses = lax.scan(step, (state, zero), None, length=config.check_every)
+        return state, losses, jax.tree.map(lambda t: t / config.check_every, total)
 
     # ``svi.init`` stays un-jitted: an autoguide records its prototype trace on first call, and a
     # trace recorded under jit would hold tracers that ``sample_posterior`` later reads.
@@ -142,7 +156,7 @@ def run_svi(model: BoundModel, arrays: Mapping[str, np.ndarray], config: SVIConf
         bar = tqdm(total=num_chunks * config.check_every, desc="SVI", unit="step")
     try:
         for k in range(num_chunks):
-            state, chunk_losses = program.chunk(state, device_arrays)
+            state, chunk_losses, chunk_mean = program.chunk(state, device_arrays)
             chunk_losses = np.asarray(chunk_losses)
             losses.append(chunk_losses)
             if bar is not None:
@@ -156,7 +170,9 @@ def run_svi(model: BoundModel, arrays: Mapping[str, np.ndarray], config: SVIConf
     finally:
         if bar is not None:
             bar.close()
-    params = program.svi.get_params(state)
+    # Once the loss is flat, the iterates fluctuate around the optimum with the optimizer's step
+    # noise; their average over the last chunk is a better estimate than the last iterate.
+    params = program.svi.constrain_fn(chunk_mean) if converged else program.svi.get_params(state)
     if hasattr(program.guide, "sample_posterior"):
         draws = program.guide.sample_posterior(draw_key, params, sample_shape=(config.draws,), **device_arrays)
     else:
