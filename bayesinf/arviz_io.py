@@ -41,7 +41,7 @@ def bfmi(tree) -> np.ndarray:
     """Bayesian fraction of missing information per chain, from ``sample_stats.energy``."""
     import arviz as az
 
-    return np.asarray(az.bfmi(tree)["energy"].values if hasattr(az.bfmi(tree), "__getitem__") else az.bfmi(tree))
+    return np.asarray(az.bfmi(tree)["energy"])
 
 
 def hdi_array(draws: np.ndarray, level: float) -> np.ndarray:
