@@ -2,7 +2,11 @@
 ``allow_pickle=False``), everything else in ``manifest.json`` with the sha256 of every file.
 
 Nothing is unpickled or evaluated. The model function is found again by the import path
-``module:qualname`` recorded at save time, or given to ``load(path, model=...)``. Writes go to a
+``module:qualname`` recorded at save time, or given to ``load(path, model=...)``. A model built
+by bayesinf (a formula model, say) instead describes itself: its ``__bayesinf_spec__()`` returns
+``{"builder": "bayesinf.<module>:<callable>", "spec": <JSON>}``, saved in the manifest, and
+``load`` rebuilds the model by calling the builder, which must live inside the ``bayesinf``
+package, on the spec. Writes go to a
 temporary directory beside the target, are fsynced, then renamed into place, so a crash never
 leaves a half-written model under the target name.
 """
@@ -107,6 +111,7 @@ def save(posterior, path) -> Path:
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             "versions": _versions(),
             "model": posterior.model_path,
+            "model_spec": _model_spec(posterior.model),
             "method": posterior.method,
             "dtype": posterior.dtype,
             "seed": posterior.seed,
@@ -134,6 +139,18 @@ def save(posterior, path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _model_spec(model) -> dict | None:
+    describe = getattr(model, "__bayesinf_spec__", None)
+    if describe is None:
+        return None
+    spec = describe()
+    if not str(spec.get("builder", "")).startswith("bayesinf."):
+        raise InputError("model", f"describes itself with builder {spec.get('builder')!r}",
+                         "a builder inside the bayesinf package")
+    json.dumps(spec)  # must be plain JSON
+    return spec
 
 
 def import_model(import_path: str) -> Callable:
@@ -211,6 +228,15 @@ def load(path, model: Callable | None = None):
         raise ModelFileError(path / ARRAYS, f"unreadable arrays ({exc})") from None
     except Exception as exc:
         raise ModelFileError(path / ARRAYS, f"corrupt array file ({type(exc).__name__}: {exc})") from None
+    if model is None and manifest.get("model_spec") is not None:
+        spec = manifest["model_spec"]
+        try:
+            if not isinstance(spec, dict) or not str(spec.get("builder", "")).startswith("bayesinf."):
+                raise ValueError(f"builder {spec.get('builder') if isinstance(spec, dict) else spec!r} "
+                                 "is not inside the bayesinf package")
+            model = import_model(spec["builder"])(spec["spec"])
+        except Exception as exc:
+            raise ModelFileError(path / MANIFEST, f"cannot rebuild the model from its saved spec ({exc})") from None
     if model is None:
         try:
             model = import_model(manifest.get("model"))

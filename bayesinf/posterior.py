@@ -227,6 +227,9 @@ class Posterior:
         levels = check_levels(levels)
         kind = check_kind(kind)
         seed = check_seed(seed, "predict")
+        to_arguments = getattr(self.model, "__bayesinf_arguments__", None)
+        if to_arguments is not None:  # models built by bayesinf turn user data (a DataFrame) into arguments
+            args, kwargs = to_arguments(*args, **kwargs)
         num_rows, arrays, static = prepare_predict_inputs(self.model, self.schema, self.data, args, kwargs)
         predictor = self.predict_fn(memory_budget)
         if static != predictor.model.static:
