@@ -1,0 +1,157 @@
+"""fit(): drivers, compilation reuse, precision, seeds, diagnostics verdicts, ArviZ export."""
+
+import subprocess
+import sys
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import bayesinf as bi
+import models
+from bayesinf.inference.nuts import chain_layout
+from bayesinf.inference.svi import has_converged
+
+SMALL_NUTS = dict(chains=2, draws=200, warmup=200, progress=False, warn=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 2))
+    return X, X @ np.array([1.0, -1.0]) + rng.normal(size=60)
+
+
+def test_chain_layout():
+    assert chain_layout(4, 4) == (4, 1)
+    assert chain_layout(4, 2) == (2, 2)
+    assert chain_layout(4, 1) == (1, 4)
+    assert chain_layout(3, 2) == (1, 3)  # 3 chains do not split evenly over 2 devices
+    assert chain_layout(8, 4) == (4, 2)
+    assert chain_layout(1, 4) == (1, 1)
+
+
+def test_float32_by_default_float64_on_request(data):
+    X, y = data
+    post32 = bi.fit(models.linreg, X, y, **SMALL_NUTS)
+    assert post32.draws["b"].dtype == np.float32
+    post64 = bi.fit(models.linreg, X, y, dtype="float64", **SMALL_NUTS)
+    assert post64.draws["b"].dtype == np.float64
+    pred = post64.predict(X[:3])
+    assert pred.mean.dtype == np.float64
+    with pytest.raises(bi.InputError, match="dtype"):
+        bi.fit(models.linreg, X, y, dtype="float16", **SMALL_NUTS)
+
+
+def test_refit_reuses_the_compiled_sampler(data):
+    X, y = data
+    first = bi.fit(models.linreg, X, y, seed=1, **SMALL_NUTS)
+    again = bi.fit(models.linreg, X, y + 0.5, seed=2, **SMALL_NUTS)  # new values, same shapes
+    assert again.info["cached_sampler"]
+    more_draws = bi.fit(models.linreg, X, y, seed=3, **{**SMALL_NUTS, "draws": 300})
+    assert more_draws.info["cached_sampler"]  # draws are not compiled in
+    assert more_draws.num_draws == 300
+    other_warmup = bi.fit(models.linreg, X, y, seed=3, **{**SMALL_NUTS, "warmup": 300})
+    assert not other_warmup.info["cached_sampler"]  # the adaptation schedule is
+    assert first.num_chains == 2
+
+
+def test_same_seed_same_draws_other_seed_other_draws(data):
+    X, y = data
+    a = bi.fit(models.linreg, X, y, seed=7, **SMALL_NUTS)
+    b = bi.fit(models.linreg, X, y, seed=7, **SMALL_NUTS)
+    c = bi.fit(models.linreg, X, y, seed=8, **SMALL_NUTS)
+    np.testing.assert_array_equal(a.draws["b"], b.draws["b"])
+    assert not np.array_equal(a.draws["b"], c.draws["b"])
+    s1 = bi.fit(models.linreg, X, y, method="svi", num_steps=300, check_every=100, draws=100, seed=7, warn=False)
+    s2 = bi.fit(models.linreg, X, y, method="svi", num_steps=300, check_every=100, draws=100, seed=7, warn=False)
+    np.testing.assert_array_equal(s1.draws["b"], s2.draws["b"])
+    np.testing.assert_array_equal(s1.losses, s2.losses)
+
+
+def test_progress_bar_does_not_change_draws(data, capsys):
+    X, y = data
+    quiet = bi.fit(models.linreg, X, y, seed=4, **SMALL_NUTS)
+    shown = bi.fit(models.linreg, X, y, seed=4, **{**SMALL_NUTS, "progress": True})
+    np.testing.assert_array_equal(quiet.draws["b"], shown.draws["b"])
+    assert "NUTS" in capsys.readouterr().err
+
+
+def test_sample_stats_and_arviz_groups(data):
+    X, y = data
+    post = bi.fit(models.linreg, X, y, **SMALL_NUTS)
+    for name in ("diverging", "energy", "lp", "acceptance_rate", "step_size", "tree_depth", "n_steps"):
+        assert post.sample_stats[name].shape == (2, 200)
+    tree = post.to_arviz()
+    assert {"posterior", "sample_stats", "observed_data", "log_likelihood"} <= set(tree.children)
+    assert tree["log_likelihood"]["y"].shape == (2, 200, 60)
+    # pointwise log likelihood equals the Normal log density at the draws
+    b = post.draws["b"][0, 0]
+    expected = -0.5 * (y - X @ b) ** 2 - 0.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(np.asarray(tree["log_likelihood"]["y"])[0, 0], expected, rtol=1e-4, atol=1e-4)
+    pp = post.to_arviz(log_likelihood=False, posterior_predictive=True)
+    assert pp["posterior_predictive"]["y"].shape == (2, 200, 60)
+
+
+def funnel(y=None):
+    """Neal's funnel with a centered parameterization: NUTS diverges and mixes badly on it."""
+    log_scale = numpyro.sample("log_scale", dist.Normal(0.0, 3.0))
+    with numpyro.plate("units", 10):
+        theta = numpyro.sample("theta", dist.Normal(0.0, jnp.exp(log_scale / 2)))
+    numpyro.sample("y", dist.Normal(theta, 100.0), obs=y)
+
+
+def test_diagnose_flags_a_bad_fit_and_passes_a_good_one(data):
+    bad_kwargs = dict(chains=2, draws=100, warmup=50, progress=False, seed=0)
+    with pytest.warns(bi.ConvergenceWarning) as record:
+        bad = bi.fit(funnel, y=np.zeros(10), **bad_kwargs)
+    verdict = bad.diagnose()
+    assert not verdict.ok and str(verdict) in str(record[0].message)
+    assert any("Effective sample size" in p for p in verdict.problems)
+    X, y = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bi.ConvergenceWarning)
+        good = bi.fit(models.linreg, X, y, chains=4, draws=500, warmup=500, progress=False)
+    assert good.diagnose().ok
+    assert good.diagnose().checks["r_hat_max"] < 1.01
+
+
+def test_svi_stopping_rule():
+    rng = np.random.default_rng(0)
+    flat = rng.normal(100.0, 1.0, size=(2, 1000))
+    assert has_converged(flat[0], flat[1], rtol=0.0)  # no improvement beyond noise
+    falling = np.linspace(200, 100, 2000).reshape(2, 1000) + rng.normal(0, 1, size=(2, 1000))
+    assert not has_converged(falling[0], falling[1], rtol=1e-4)
+
+
+def test_svi_keeps_its_loss_trace_and_verdict(data):
+    X, y = data
+    post = bi.fit(models.linreg, X, y, method="svi", guide="mvn", num_steps=20_000, learning_rate=0.01,
+                  draws=500, progress=False)
+    assert post.losses.shape == (post.info["num_steps"],)
+    assert post.info["converged"] and post.info["num_steps"] < 20_000
+    assert post.diagnose().ok
+    assert post.draws["b"].shape == (1, 500, 2)
+    stopped = bi.fit(models.linreg, X, y, method="svi", num_steps=200, check_every=100, draws=50, progress=False,
+                     warn=False)
+    assert not stopped.diagnose().ok  # still decreasing at the step limit
+
+
+def test_import_is_light():
+    code = "import sys, bayesinf; sys.exit(int(any(m in sys.modules for m in ('jax', 'numpyro', 'arviz'))))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_demo_command(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "bayesinf.cli", "demo", "--draws", "300", "--warmup", "300", "--out", str(out),
+         "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "NUTS fit:" in result.stdout and "new" in result.stdout
+    for name in ("trace.png", "rank.png", "ppc.png"):
+        png = (out / name).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000
