@@ -183,6 +183,18 @@ def _is_numeric_dtype(dtype) -> bool:
     return bool(np.issubdtype(dtype, np.number) or dtype == bool)
 
 
+def cast_float(name: str, array: np.ndarray, dtype) -> np.ndarray:
+    """Cast to the float ``dtype``; values too large for it (inf after the cast) are an error."""
+    with np.errstate(over="ignore"):  # an overflow is reported below, as an error naming the value
+        out = array.astype(dtype, copy=False)
+    if out is not array and not np.all(np.isfinite(out)):
+        where = np.argwhere(~np.isfinite(out))[0]
+        raise InputError(name, f"has value {array[tuple(where)]!r} at {tuple(int(i) for i in where)}, too large for "
+                         f"{np.dtype(dtype).name}", f"magnitudes below {np.finfo(dtype).max:.3g}",
+                         "Rescale the data or fit with dtype='float64'.")
+    return out
+
+
 def split_arguments(bound: Mapping[str, Any]):
     """Split bound model arguments into numpy arrays (checked by ``as_array``) and static values.
 
@@ -305,7 +317,7 @@ def _conform(spec: ArgSpec, value: Any) -> np.ndarray:
                 raise InputError(spec.name, f"has value {array[tuple(pos)]} at row {pos[0]}, outside the range "
                                  f"[{low}, {high}] seen at fit (an unseen category or index)", f"values in [{low}, {high}]")
     else:
-        array = array.astype(fit_dtype, copy=False)
+        array = cast_float(spec.name, array, fit_dtype)
     return array
 
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .config import NUTSConfig, SVIConfig
-from .data import bind_arguments, check_seed, describe, split_arguments
+from .data import bind_arguments, cast_float, check_seed, describe, split_arguments
 from .errors import InputError
 from .inference import BoundModel, run_nuts, run_svi
 from .posterior import Posterior
@@ -31,7 +31,7 @@ def _cast(arrays: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]
     out = {}
     for k, v in arrays.items():
         if v.dtype.kind == "f":
-            out[k] = v.astype(dtype, copy=False)
+            out[k] = cast_float(k, v, dtype)
         elif v.dtype.kind in "iu":
             out[k] = v.astype(np.int64 if dtype == "float64" else np.int32, copy=False)
         else:

@@ -292,3 +292,14 @@ def test_predict_accepts_lists_pandas_jax_and_single_rows(tiny_linreg, tiny_grou
     g = small_data["g"][:4]
     np.testing.assert_array_equal(tiny_grouped.predict(pd.DataFrame(X), pd.Series(g), seed=6).draws,
                                   tiny_grouped.predict(X, g, seed=6).draws)
+
+
+def test_values_too_large_for_float32_are_refused(small_data):
+    X, y = small_data["X"], small_data["y"]
+    big = X.copy()
+    big[3, 1] = 1e300
+    with input_error("X", "too large for float32"):
+        bi.fit(models.linreg, big, y, **TINY_SVI)
+    post = bi.fit(models.linreg, X, y, **TINY_SVI)
+    with input_error("X", "too large for float32"):
+        post.predict(np.array([[1e300, 0.0]]))
