@@ -1,0 +1,115 @@
+"""Prometheus metrics of the prediction service, written in the text exposition format (0.0.4)
+without a client library: request counts by route, method and status code, a request latency
+histogram, rows predicted, and the sizes of micro-batches."""
+
+from __future__ import annotations
+
+import bisect
+import re
+import threading
+from collections import defaultdict
+
+__all__ = ["Metrics", "route_template", "CONTENT_TYPE"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Latency buckets in seconds (upper bounds).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+_ROUTES = (
+    (re.compile(r"^/v1/models/[^/]+/versions/[^/]+/predict$"), "/v1/models/{name}/versions/{version}/predict"),
+    (re.compile(r"^/v1/models/[^/]+/predict$"), "/v1/models/{name}/predict"),
+    (re.compile(r"^/v1/models/[^/]+$"), "/v1/models/{name}"),
+)
+_FIXED = ("/v1/models", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc")
+
+
+def route_template(path: str) -> str:
+    """The route a path belongs to, so labels stay few whatever paths clients send."""
+    if path in _FIXED:
+        return path
+    for pattern, template in _ROUTES:
+        if pattern.match(path):
+            return template
+    return "other"
+
+
+class _Histogram:
+    def __init__(self, buckets):
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        out, cumulative = [], 0
+        sep = "," if labels else ""
+        for bound, n in zip(self.buckets, self.counts):
+            cumulative += n
+            out.append(f'{name}_bucket{{{labels}{sep}le="{bound:g}"}} {cumulative}')
+        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
+        suffix = f"{{{labels}}}" if labels else ""
+        out.append(f"{name}_sum{suffix} {self.total:.6f}")
+        out.append(f"{name}_count{suffix} {self.count}")
+        return out
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    """Thread-safe counters and histograms; ``render()`` gives the Prometheus text."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.requests = defaultdict(int)  # (route, method, code) -> count
+        self.latency = defaultdict(lambda: _Histogram(LATENCY_BUCKETS))  # route -> histogram
+        self.rows = defaultdict(int)  # (model, version) -> rows predicted
+        self.batches = _Histogram(BATCH_BUCKETS)
+
+    def observe_request(self, path: str, method: str, code: int, seconds: float) -> None:
+        route = route_template(path)
+        with self._lock:
+            self.requests[(route, method, code)] += 1
+            self.latency[route].observe(seconds)
+
+    def observe_rows(self, model: str, version: int, rows: int) -> None:
+        with self._lock:
+            self.rows[(model, version)] += rows
+
+    def observe_batch(self, size: int) -> None:
+        with self._lock:
+            self.batches.observe(size)
+
+    def render(self) -> str:
+        with self._lock:
+            lines = ["# HELP bayesinf_requests_total HTTP requests by route, method and status code.",
+                     "# TYPE bayesinf_requests_total counter"]
+            for (route, method, code), n in sorted(self.requests.items()):
+                lines.append(f'bayesinf_requests_total{{route="{route}",method="{_escape(method)}",code="{code}"}} {n}')
+            lines += ["# HELP bayesinf_request_errors_total HTTP responses with status >= 400, by status code.",
+                      "# TYPE bayesinf_request_errors_total counter"]
+            errors = defaultdict(int)
+            for (_, _, code), n in self.requests.items():
+                if code >= 400:
+                    errors[code] += n
+            for code, n in sorted(errors.items()):
+                lines.append(f'bayesinf_request_errors_total{{code="{code}"}} {n}')
+            lines += ["# HELP bayesinf_request_duration_seconds Request latency in seconds, by route.",
+                      "# TYPE bayesinf_request_duration_seconds histogram"]
+            for route, histogram in sorted(self.latency.items()):
+                lines += histogram.lines("bayesinf_request_duration_seconds", f'route="{route}"')
+            lines += ["# HELP bayesinf_rows_predicted_total Rows predicted, by model and version.",
+                      "# TYPE bayesinf_rows_predicted_total counter"]
+            for (model, version), n in sorted(self.rows.items()):
+                lines.append(f'bayesinf_rows_predicted_total{{model="{_escape(model)}",version="{version}"}} {n}')
+            lines += ["# HELP bayesinf_batch_rows Rows per compiled predictive call of micro-batched requests.",
+                      "# TYPE bayesinf_batch_rows histogram"]
+            lines += self.batches.lines("bayesinf_batch_rows")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,403 @@
+"""``ModelStore``: fitted posteriors kept by name and integer version, with aliases, for serving.
+
+Layout under the store's root (every file JSON or ``.npz``; nothing is pickled)::
+
+    <root>/<name>/<version>/model/       the core's saved posterior (manifest.json, arrays.npz)
+    <root>/<name>/<version>/version.json store metadata: sha256 of every file, created-at, package
+                                         versions, input schema, training-input statistics
+    <root>/<name>/aliases.json           {"production": 3, ...}
+
+A version is written in a hidden temporary directory beside it, fsynced, then renamed to its
+number: a reader sees a whole version or none, a crash (even ``kill -9``) mid-save leaves only a
+hidden ``.tmp-*`` directory that ``list`` ignores, and two processes saving the same name at once
+get distinct versions because ``rename`` onto an existing (non-empty) version directory fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .errors import InputError, ModelFileError
+from .persistence import _fsync_dir, _sha256, _versions, import_model
+from .persistence import load as load_posterior
+from .persistence import save as save_posterior
+
+__all__ = ["ModelStore", "STORE_FORMAT", "STORE_FORMAT_VERSION", "check_name"]
+
+STORE_FORMAT = "bayesinf.store.version"
+STORE_FORMAT_VERSION = 1
+VERSION_FILE = "version.json"
+ALIASES_FILE = "aliases.json"
+MODEL_DIR = "model"
+MAX_NAME_LENGTH = 64
+#: Integer row arguments with at most this many distinct values at fit have them listed as
+#: categories in the metadata.
+MAX_CATEGORIES = 1000
+RESERVED_ALIASES = ("latest",)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_name(value: Any, field: str = "name") -> str:
+    """A model or alias name: letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit,
+    at most 64 characters; never a path (no ``/``, ``\\``, ``..``)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_LENGTH or not _NAME.match(value) \
+            or ".." in value:
+        raise InputError(field, f"must be 1-{MAX_NAME_LENGTH} characters of letters, digits, '.', '_' or '-' "
+                         f"starting with a letter or digit, and no '..'; got {value!r}")
+    return value
+
+
+def _check_version(value: Any, field: str = "version") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+        raise InputError(field, f"must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+# ----------------------------------------------------------------------------- training statistics
+def _column_names(spec) -> list[str]:
+    if spec.columns is not None:
+        return list(spec.columns)
+    if spec.shape == ():
+        return [spec.name]
+    return [f"{spec.name}[{i}]" for i in range(int(np.prod(spec.shape)))]
+
+
+def describe_inputs(posterior) -> dict:
+    """Input schema and summary statistics of the training inputs (for validation and drift checks).
+
+    Returns ``{"schema": ..., "arguments": {name: {...}}}`` where each row argument lists its
+    dtype, per-row shape, column names, the value range seen at fit, the allowed categories of an
+    integer argument, and per column: count, mean, sd, min, max and the 1/5/25/50/75/95/99%
+    quantiles (integer columns also get their value counts).
+    """
+    arguments = {}
+    for spec in posterior.schema.specs:
+        if spec.role != "rows":
+            continue
+        values = np.asarray(posterior.data[spec.name])
+        flat = values.reshape(values.shape[0], -1)
+        is_int = np.issubdtype(values.dtype, np.integer) or values.dtype == bool
+        columns = {}
+        for j, col in enumerate(_column_names(spec)):
+            x = flat[:, j].astype(np.float64)
+            stats = {
+                "count": int(x.size), "mean": float(x.mean()), "sd": float(x.std(ddof=1)) if x.size > 1 else 0.0,
+                "min": float(x.min()), "max": float(x.max()),
+                "quantiles": {f"{q:g}": float(v) for q, v in
+                              zip((0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99),
+                                  np.quantile(x, (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)))},
+            }
+            if is_int:
+                uniq, counts = np.unique(flat[:, j], return_counts=True)
+                if uniq.size <= MAX_CATEGORIES:
+                    stats["value_counts"] = {str(int(u)): int(c) for u, c in zip(uniq, counts)}
+            columns[col] = stats
+        entry = {
+            "dtype": spec.dtype, "shape": list(spec.shape),
+            "columns": None if spec.columns is None else list(spec.columns),
+            "range_seen": [float(flat.min()), float(flat.max())],
+            "int_range": None if spec.int_range is None else list(spec.int_range),
+            "statistics": columns,
+        }
+        if is_int:
+            uniq = np.unique(flat)
+            entry["categories"] = [int(u) for u in uniq] if uniq.size <= MAX_CATEGORIES else None
+        arguments[spec.name] = entry
+    return {"schema": posterior.schema.to_json(), "arguments": arguments}
+
+
+# ----------------------------------------------------------------------------- the store
+class ModelStore:
+    """Versioned store of fitted posteriors under a root directory.
+
+    Parameters
+    ----------
+    root : str or Path
+        Directory of the store (created on first save).
+
+    Examples
+    --------
+    >>> store = ModelStore("models/")                        # doctest: +SKIP
+    >>> store.save(post, name="radon")                       # doctest: +SKIP
+    1
+    >>> store.set_alias("radon", "production", 1)            # doctest: +SKIP
+    >>> post = store.load("radon", version="production")     # doctest: +SKIP
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def __repr__(self):
+        return f"ModelStore({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ paths
+    def _name_dir(self, name: str) -> Path:
+        return self.root / check_name(name)
+
+    def path(self, name: str, version: int | str | None = None) -> Path:
+        """Directory of a stored version (``version`` as in ``load``)."""
+        return self._name_dir(name) / str(self.resolve(name, version))
+
+    def versions(self, name: str) -> list[int]:
+        """Whole versions of ``name``, ascending (hidden temporary directories are not versions)."""
+        directory = self._name_dir(name)
+        if not directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in directory.iterdir()
+                      if p.name.isdigit() and not p.name.startswith("0") and (p / VERSION_FILE).is_file())
+
+    def names(self) -> list[str]:
+        """Names with at least one version, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name)
+                      and ".." not in p.name and self.versions(p.name))
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Aliases of ``name`` and the versions they point at."""
+        path = self._name_dir(name) / ALIASES_FILE
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(path, f"corrupt alias file ({exc})") from None
+        if not isinstance(data, dict):
+            raise ModelFileError(path, "corrupt alias file (not a JSON object)")
+        return {str(k): int(v) for k, v in data.items()}
+
+    def resolve(self, name: str, version: int | str | None = None) -> int:
+        """The version number that ``version`` (None or "latest", a number, or an alias) names.
+
+        Raises ``InputError`` (field ``name`` or ``version``) if there is no such model or version.
+        """
+        available = self.versions(name)
+        if not available:
+            raise InputError("name", f"'{name}' is not in the store {str(self.root)!r}",
+                             f"one of {self.names()}")
+        if version is None or version == "latest":
+            return available[-1]
+        if isinstance(version, str) and version.isdigit():
+            version = int(version)
+        if isinstance(version, str):
+            aliases = self.aliases(name)
+            if version not in aliases:
+                raise InputError("version", f"'{version}' is neither a version nor an alias of '{name}'",
+                                 f"one of {available} or an alias in {sorted(aliases)}")
+            version = aliases[version]
+        version = _check_version(version)
+        if version not in available:
+            raise InputError("version", f"{version} of '{name}' is not in the store", f"one of {available}")
+        return version
+
+    # ------------------------------------------------------------------ writing
+    def save(self, posterior, name: str, version: int | None = None) -> int:
+        """Save ``posterior`` as a new version of ``name``; return its version number.
+
+        Parameters
+        ----------
+        posterior : Posterior
+        name : str
+            Model name (see ``check_name``).
+        version : int, optional
+            Version number; by default one more than the newest. A version, once saved, is never
+            replaced: an existing number raises ``InputError``.
+
+        Raises
+        ------
+        InputError
+            Bad name or version, or a model that cannot be imported again by its path (a lambda,
+            a nested function, or one defined in ``__main__``: put it in an importable module).
+        """
+        directory = self._name_dir(name)
+        if version is not None:
+            version = _check_version(version)
+        model_path = posterior.model_path
+        try:
+            # Models built by bayesinf (formula models) reload from their saved spec instead.
+            if not hasattr(posterior.model, "__bayesinf_spec__") and import_model(model_path) is not posterior.model:
+                raise ValueError(f"{model_path} imports as a different object than the fitted model")
+        except Exception as exc:
+            raise InputError("posterior", f"has a model that cannot be imported again by its path {model_path!r} "
+                             f"({exc})", hint="Define the model at the top level of an importable module, so "
+                             "a server can load it by name.") from None
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            save_posterior(posterior, tmp / MODEL_DIR)
+            files = {f"{MODEL_DIR}/{p.name}": _sha256(p) for p in sorted((tmp / MODEL_DIR).iterdir())}
+            metadata = {
+                "format": STORE_FORMAT,
+                "format_version": STORE_FORMAT_VERSION,
+                "name": name,
+                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                "versions": _versions(),
+                "model": model_path,
+                "method": posterior.method,
+                "dtype": posterior.dtype,
+                "num_draws": posterior.num_chains * posterior.num_draws,
+                "observed_sites": list(posterior.sites.observed),
+                "num_classes": dict(posterior.sites.num_classes),
+                "inputs": describe_inputs(posterior),
+                "files": files,
+            }
+            number = 0
+            for _ in range(1000):
+                # Past numbers taken meanwhile, and past a leftover non-version directory.
+                number = version if version is not None else max(max(self.versions(name), default=0), number) + 1
+                metadata["version"] = number
+                with open(tmp / VERSION_FILE, "w") as f:
+                    json.dump(metadata, f, indent=1)
+                    f.flush()
+                    os.fsync(f.fileno())
+                _fsync_dir(tmp)
+                try:
+                    # rename(2) onto an existing non-empty directory fails: the version is claimed
+                    # by whoever renames first, so concurrent saves get distinct numbers.
+                    os.rename(tmp, directory / str(number))
+                except OSError as exc:
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+                    if version is not None:
+                        raise InputError("version", f"{version} of '{name}' already exists",
+                                         "a new version number, or none for the next one") from None
+                    continue
+                _fsync_dir(directory)
+                return number
+            raise RuntimeError(f"could not claim a version of '{name}' after 1000 attempts")  # pragma: no cover
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        """An exclusive lock on ``name`` for read-modify-write of its aliases."""
+        directory = self._name_dir(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / ".lock", "a") as f:
+            try:
+                import fcntl
+            except ImportError:  # pragma: no cover - not POSIX
+                yield
+                return
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def set_alias(self, name: str, alias: str, version: int | str) -> None:
+        """Point ``alias`` (e.g. "production") of ``name`` at ``version``."""
+        check_name(alias, "alias")
+        if alias.isdigit() or alias in RESERVED_ALIASES:
+            raise InputError("alias", f"must not be a number or one of {RESERVED_ALIASES}; got {alias!r}")
+        number = self.resolve(name, version)
+        with self._locked(name):
+            aliases = self.aliases(name)
+            aliases[alias] = number
+            _write_json_atomic(self._name_dir(name) / ALIASES_FILE, aliases)
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias`` of ``name`` (no error if it does not exist)."""
+        with self._locked(name):
+            aliases = self.aliases(name)
+            if aliases.pop(alias, None) is not None:
+                _write_json_atomic(self._name_dir(name) / ALIASES_FILE, aliases)
+
+    def delete(self, name: str, version: int | str | None = None) -> None:
+        """Delete one version (aliases pointing at it go too), or with ``version=None`` every
+        version of ``name``. The directory is renamed away first, so readers never see half of it."""
+        directory = self._name_dir(name)
+        if version is None:
+            if not directory.is_dir():
+                raise InputError("name", f"'{name}' is not in the store {str(self.root)!r}", f"one of {self.names()}")
+            trash = self.root / f".deleted-{name}-{uuid.uuid4().hex}"
+            os.rename(directory, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            return
+        number = self.resolve(name, version)
+        with self._locked(name):
+            trash = directory / f".deleted-{number}-{uuid.uuid4().hex}"
+            os.rename(directory / str(number), trash)
+            aliases = {k: v for k, v in self.aliases(name).items() if v != number}
+            _write_json_atomic(directory / ALIASES_FILE, aliases)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # ------------------------------------------------------------------ reading
+    def metadata(self, name: str, version: int | str | None = None) -> dict:
+        """The store metadata (``version.json``) of a version, with every listed file's sha256 checked.
+
+        Raises
+        ------
+        ModelFileError
+            The metadata is corrupt, a file is missing, or a checksum does not match.
+        """
+        path = self.path(name, version)
+        meta_path = path / VERSION_FILE
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(meta_path, f"corrupt store metadata ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
+            raise ModelFileError(meta_path, "not bayesinf store metadata")
+        if meta.get("format_version") != STORE_FORMAT_VERSION:
+            raise ModelFileError(meta_path, f"store format version {meta.get('format_version')!r} is not supported")
+        files = meta.get("files")
+        if not isinstance(files, dict) or not files:
+            raise ModelFileError(meta_path, "lists no checksummed files")
+        root = path.resolve()
+        for relative, digest in files.items():
+            file = (path / relative).resolve()
+            if root not in file.parents:
+                raise ModelFileError(meta_path, f"lists a file outside the version directory: {relative!r}")
+            if not file.is_file():
+                raise ModelFileError(path / relative, "missing")
+            if _sha256(file) != digest:
+                raise ModelFileError(path / relative, "checksum mismatch: the file was modified or corrupted "
+                                     "after saving")
+        return meta
+
+    def load(self, name: str, version: int | str | None = None, model: Callable | None = None):
+        """Load a stored ``Posterior``: the newest version by default, or ``version`` (a number, an
+        alias, or "latest"). Checksums of every file are verified first.
+
+        Raises
+        ------
+        InputError
+            No such name, version or alias.
+        ModelFileError
+            A file is missing, corrupt or tampered with, or the model function cannot be imported.
+        """
+        self.metadata(name, version)
+        return load_posterior(self.path(name, version) / MODEL_DIR, model=model)
+
+    def list(self) -> list[dict]:
+        """One entry per name: ``{"name", "versions", "latest", "aliases"}``."""
+        return [{"name": n, "versions": (v := self.versions(n)), "latest": v[-1], "aliases": self.aliases(n)}
+                for n in self.names()]

@@ -1,0 +1,65 @@
+"""A real ``bayesinf serve`` process on 127.0.0.1: start it, wait for ``/readyz``, predict, stop it."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bayesinf.store import ModelStore
+
+TESTS = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_bayesinf_serve_process(tmp_path, tiny_linreg):
+    store = ModelStore(tmp_path / "models")
+    store.save(tiny_linreg, name="lin")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+           "BAYESINF_API_KEY": "secret"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bayesinf.cli", "serve", str(store.root), "--host", "127.0.0.1", "--port", str(port),
+         "--max-rows", "16", "--log-level", "warning"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                assert server.poll() is None, server.stdout.read()
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            else:
+                raise AssertionError("the server did not become ready in 120 s")
+            body = {"instances": [{"X": [0.5, -1.0]}], "seed": 4}
+            assert client.post("/v1/models/lin/predict", json=body).status_code == 401
+            r = client.post("/v1/models/lin/predict", json=body, headers={"X-API-Key": "secret"})
+            assert r.status_code == 200, r.text
+            expected = tiny_linreg.predict(np.array([[0.5, -1.0]]), seed=4, levels=(0.5, 0.9))
+            got = r.json()["predictions"][0]["y"]
+            assert got["mean"] == float(expected.mean[0])
+            assert got["intervals"]["0.9"] == {"lower": float(expected.interval(0.9)[0][0]),
+                                               "upper": float(expected.interval(0.9)[1][0])}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            server.kill()
+            server.wait()
+        server.stdout.close()
+    assert server.returncode in (0, -15)
