@@ -32,12 +32,26 @@ _LAZY = {
     "NotFittedError": ("bayesinf.errors", "NotFittedError"),
     "ConvergenceWarning": ("bayesinf.errors", "ConvergenceWarning"),
     "datasets": ("bayesinf.datasets", None),
+    "check": ("bayesinf.check", None),
+    "compare": ("bayesinf.check", "compare"),
+    "calibration": ("bayesinf.calibration", None),
+    "plots": ("bayesinf.plots", None),
+    "ModelStore": ("bayesinf.store", "ModelStore"),
+    "Model": ("bayesinf.formula", "Model"),
+    "Prior": ("bayesinf.formula", "Prior"),
+    "BayesianLinearRegression": ("bayesinf.estimators", "BayesianLinearRegression"),
+    "BayesianLogisticRegression": ("bayesinf.estimators", "BayesianLogisticRegression"),
+    "BayesianPoissonRegression": ("bayesinf.estimators", "BayesianPoissonRegression"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import datasets
+    from . import calibration, check, datasets, plots
+    from .check import compare
+    from .estimators import BayesianLinearRegression, BayesianLogisticRegression, BayesianPoissonRegression
+    from .formula import Model, Prior
+    from .store import ModelStore
     from .config import NUTSConfig, SVIConfig
     from .diagnostics import Diagnosis
     from .errors import ConvergenceWarning, InputError, ModelFileError, NotFittedError

@@ -117,9 +117,11 @@ class Posterior:
         constant = {k: v for k, v in self.data.items() if k not in self.sites.observed_args.values()}
         ll = self.log_likelihood() if log_likelihood else None
         pp = self.posterior_predictive(seed) if posterior_predictive else None
+        coords_of = getattr(self.model, "__bayesinf_coords__", None)  # named dims of built models
+        dims, coords = coords_of() if coords_of is not None else (None, None)
         return arviz_io.to_datatree(
             self.draws, sample_stats=self.sample_stats, observed_data=observed, log_likelihood=ll,
-            posterior_predictive=pp, constant_data=constant,
+            posterior_predictive=pp, constant_data=constant, dims=dims, coords=coords,
             attrs={"inference_library": "bayesinf", "method": self.method},
         )
 
@@ -246,6 +248,25 @@ class Posterior:
             chunks = predictor.chunks(arrays, num_rows, seed)
             return assemble(chunks, num_rows, info, levels, kind, seed, bool(return_draws),
                             executor=summary_executor() if num_rows > BLOCK_ROWS else None)
+
+    # ----------------------------------------------------------------- model checking
+    def calibration(self, *args, **kwargs):
+        """Calibration report on held-out data (see ``bayesinf.calibration.calibration``)."""
+        from .calibration import calibration
+
+        return calibration(self, *args, **kwargs)
+
+    def recalibrate(self, *args, **kwargs):
+        """Conformal recalibration on a calibration split (see ``bayesinf.calibration.recalibrate``)."""
+        from .calibration import recalibrate
+
+        return recalibrate(self, *args, **kwargs)
+
+    def ppc(self, seed: int = 0):
+        """DataTree with the posterior predictive on the fit data (see ``bayesinf.check.ppc``)."""
+        from .check import ppc
+
+        return ppc(self, seed)
 
     # ----------------------------------------------------------------- persistence
     def save(self, path) -> None:
