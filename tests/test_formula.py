@@ -183,12 +183,18 @@ def test_save_and_load_from_spec_alone(tmp_path, fitted):
     np.testing.assert_array_equal(before.interval(0.9)[0], after.interval(0.9)[0])
 
 
-def test_named_coordinates(fitted):
-    from bayesinf import arviz_io
+def test_store_saves_and_serves_a_formula_model_by_spec(tmp_path, fitted):
+    _, post = fitted
+    store = bi.ModelStore(tmp_path / "store")
+    version = store.save(post, name="formula")
+    loaded = store.load("formula", version=version)
+    new = pd.DataFrame({"x": [1.0], "c": ["mid"], "g": ["g1"]})
+    np.testing.assert_array_equal(post.predict(new, seed=2).mean, loaded.predict(new, seed=2).mean)
 
+
+def test_named_coordinates(fitted):
     m, post = fitted
-    dims, coords = m.model.__bayesinf_coords__()
-    tree = arviz_io.to_datatree(post.draws, dims=dims, coords=coords)
+    tree = post.to_arviz(log_likelihood=False)
     assert list(tree.posterior["1|g"].coords["g"].values) == [f"g{i}" for i in range(6)]
     assert list(tree.posterior["C(c)"].coords["C(c)_dim"].values) == ["C(c)[T.lo]", "C(c)[T.mid]"]
     assert list(tree.posterior["1+x|g_cor"].coords["1+x|g_pair"].values) == ["Intercept:x"]
