@@ -262,6 +262,12 @@ class Posterior:
 
         return recalibrate(self, *args, **kwargs)
 
+    def effects(self, variable: str, by: str | None = None, data=None, kind: str = "conditional", **kwargs):
+        """Conditional effects or average predictive comparisons of ``variable`` (``bayesinf.effects``)."""
+        from .effects import effects
+
+        return effects(self, variable, by=by, data=data, kind=kind, **kwargs)
+
     def ppc(self, seed: int = 0):
         """DataTree with the posterior predictive on the fit data (see ``bayesinf.check.ppc``)."""
         from .check import ppc
