@@ -86,6 +86,8 @@ def worker(name: str) -> dict:
             jax.block_until_ready(draws)
             return {k: __import__("numpy").asarray(v) for k, v in draws.items()}
     else:
+        import numpyro.infer  # noqa: F401  (imported before timing, as the NumPyro workers do)
+
         import bayesinf as bi
 
         def fit(y, seed):
