@@ -168,36 +168,47 @@ def import_model(import_path: str) -> Callable:
     return obj
 
 
-def read_manifest(path) -> dict:
-    """Read and check ``manifest.json`` and the checksums of the files it lists."""
+def read_json_manifest(path, manifest_name: str, fmt: str, version: int, what: str) -> dict:
+    """Read ``path/manifest_name``, check its ``format``/``format_version`` and the sha256 of every
+    file it lists under ``files``; errors name the file at fault. ``what`` names the kind of model."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(path, "no such file or directory")
     if not path.is_dir():
-        raise ModelFileError(path, "not a bayesinf model directory (expected a directory with manifest.json)")
-    manifest_path = path / MANIFEST
+        raise ModelFileError(path, f"not a bayesinf model directory (expected a directory with {manifest_name})")
+    manifest_path = path / manifest_name
     if not manifest_path.is_file():
-        raise ModelFileError(manifest_path, "missing; this is not a bayesinf model directory")
+        raise ModelFileError(manifest_path, f"missing; this is not a directory of {what}")
     try:
         manifest = json.loads(manifest_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(manifest_path, f"corrupt JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ModelFileError(manifest_path, f"not a bayesinf posterior (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ModelFileError(manifest_path, f"not {what} (format {found!r})")
+    if manifest.get("format_version") != version:
         raise ModelFileError(manifest_path, f"format version {manifest.get('format_version')!r} is not supported "
-                             f"(this bayesinf reads version {FORMAT_VERSION})")
+                             f"(this bayesinf reads version {version})")
     files = manifest.get("files")
-    if not isinstance(files, dict) or ARRAYS not in files:
-        raise ModelFileError(manifest_path, "lists no checksummed array file")
+    if not isinstance(files, dict):
+        raise ModelFileError(manifest_path, "lists no checksummed files")
     for name, digest in files.items():
-        if "/" in name or "\\" in name or name.startswith("."):
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or "\\" in name or any(p.startswith(".") for p in parts):
             raise ModelFileError(manifest_path, f"lists an invalid file name {name!r}")
         file = path / name
         if not file.is_file():
             raise ModelFileError(file, "missing")
         if _sha256(file) != digest:
             raise ModelFileError(file, "checksum mismatch: the file was modified or corrupted after saving")
+    return manifest
+
+
+def read_manifest(path) -> dict:
+    """Read and check a saved posterior's ``manifest.json`` and the checksums of its files."""
+    manifest = read_json_manifest(path, MANIFEST, FORMAT, FORMAT_VERSION, "a bayesinf posterior")
+    if ARRAYS not in manifest["files"]:
+        raise ModelFileError(Path(path) / MANIFEST, "lists no checksummed array file")
     return manifest
 
 

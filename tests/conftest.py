@@ -151,3 +151,67 @@ def lognormal_nuts(glm_data):
 @pytest.fixture(scope="session")
 def two_outputs_nuts(glm_data):
     return bi.fit(models.two_outputs, glm_data["X"], glm_data["y1"], glm_data["y2"], seed=5, **NUTS)
+
+
+# ----------------------------------------------------------------------------- notebooks
+#: stderr lines of the notebook kernel that are not problems of the notebook: tqdm.auto (imported
+#: by NumPyro) cannot find ipywidgets in a bare kernel, and ipykernel >= 7 logs that a kernel
+#: started by nbclient talks over unencrypted local TCP.
+KNOWN_KERNEL_STDERR = ("TqdmWarning: IProgress not found", "from .autonotebook import tqdm",
+                       "Kernel is running over TCP without encryption")
+
+
+@pytest.fixture
+def interpreter_kernel(tmp_path, monkeypatch):
+    """A kernelspec that runs this interpreter (the venv's), found before any other python kernel."""
+    import json
+    import sys
+
+    spec = tmp_path / "jupyter" / "kernels" / "bayesinf-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "bayesinf tests", "language": "python",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return "bayesinf-test"
+
+
+@pytest.fixture
+def run_notebook(tmp_path, interpreter_kernel):
+    """Execute a notebook (committed without outputs) on this interpreter in a scratch folder.
+
+    Returns ``(text, images)``: everything the cells printed or displayed as text, and the number
+    of PNG images shown. Fails on kernel stderr other than ``KNOWN_KERNEL_STDERR``.
+    """
+    import sys
+
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+
+    def run(path):
+        nb = nbformat.read(path, as_version=4)
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
+            "commit the notebook without outputs"
+        nb.cells.insert(0, nbformat.v4.new_code_cell("import sys; print('kernel:', sys.executable)"))
+        workdir = tmp_path / "run"
+        workdir.mkdir(exist_ok=True)
+        client = nbclient.NotebookClient(nb, timeout=600, kernel_name=interpreter_kernel,
+                                         resources={"metadata": {"path": str(workdir)}})
+        client.execute()
+        stdout, stderr, images = [], [], 0
+        for cell in nb.cells:
+            for output in cell.get("outputs", []):
+                if output.output_type == "stream":
+                    (stdout if output.name == "stdout" else stderr).append(output.text)
+                elif output.output_type in ("execute_result", "display_data"):
+                    stdout.append(output.data.get("text/plain", ""))
+                    images += "image/png" in output.data
+        text = "".join(stdout)
+        assert f"kernel: {sys.executable}" in text
+        unexpected = [line for line in "".join(stderr).splitlines()
+                      if line.strip() and not any(k in line for k in KNOWN_KERNEL_STDERR)]
+        assert not unexpected, "\n".join(unexpected)
+        return text, images
+
+    return run

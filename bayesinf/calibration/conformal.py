@@ -34,7 +34,6 @@ Romano, Y., Patterson, E. & Candès, E. (2019). Conformalized quantile regressio
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -214,8 +213,8 @@ class Recalibrated:
                 "site": self.site, "score": self.score, "levels": list(self.levels),
                 "sd_floor": self.sd_floor, "seed": self.seed, "num_calibration": self.num_calibration,
                 "posterior": _POSTERIOR_DIR,
-                "files": {_ARRAYS: _sha256(tmp / _ARRAYS),
-                          f"{_POSTERIOR_DIR}/{persistence.MANIFEST}": _sha256(tmp / _POSTERIOR_DIR / persistence.MANIFEST)},
+                "files": {_ARRAYS: persistence._sha256(tmp / _ARRAYS),
+                          f"{_POSTERIOR_DIR}/{persistence.MANIFEST}": persistence._sha256(tmp / _POSTERIOR_DIR / persistence.MANIFEST)},
             }
             (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
             old = None
@@ -229,10 +228,6 @@ class Recalibrated:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return path
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load(path, model=None) -> Recalibrated:
@@ -252,23 +247,9 @@ def load(path, model=None) -> Recalibrated:
     from .. import persistence
 
     path = Path(path)
+    manifest = persistence.read_json_manifest(path, _MANIFEST, FORMAT, FORMAT_VERSION,
+                                              "a recalibrated bayesinf model")
     manifest_path = path / _MANIFEST
-    if not manifest_path.is_file():
-        raise ModelFileError(manifest_path, "missing; this is not a recalibrated bayesinf model directory")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(manifest_path, f"corrupt JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ModelFileError(manifest_path, "not a recalibrated bayesinf model")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(manifest_path, f"format version {manifest.get('format_version')!r} is not supported")
-    for name, digest in manifest.get("files", {}).items():
-        file = path / name
-        if ".." in Path(name).parts or not file.is_file():
-            raise ModelFileError(file, "missing or invalid")
-        if _sha256(file) != digest:
-            raise ModelFileError(file, "checksum mismatch: the file was modified or corrupted after saving")
     if manifest.get("posterior") != _POSTERIOR_DIR:
         raise ModelFileError(manifest_path, "refers to an unexpected posterior directory")
     posterior = persistence.load(path / _POSTERIOR_DIR, model=model)
