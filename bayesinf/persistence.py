@@ -13,6 +13,7 @@ leaves a half-written model under the target name.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import importlib
@@ -80,6 +81,35 @@ def _check_static_json(static: dict) -> None:
                              "numbers, strings, booleans, None or tuples of them") from None
 
 
+@contextlib.contextmanager
+def atomic_directory(path, manifest_name: str, what: str):
+    """Write a model directory atomically: yields a temporary directory beside ``path``; on success
+    it is fsynced and renamed to ``path`` (replacing a model saved there before); on error it is
+    removed. Refuses (``InputError``) to replace anything at ``path`` but a directory holding
+    ``manifest_name`` or an empty directory, so a save never deletes other files."""
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and ((path / manifest_name).is_file() or not any(path.iterdir()))):
+        raise InputError("path", f"'{path}' exists and is not {what} directory, so save will not replace it",
+                         hint="Choose a new path, or remove it first.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_dir(tmp)
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save(posterior, path) -> Path:
     """Write ``posterior`` to the directory ``path`` atomically; an existing model there is replaced.
 
@@ -87,20 +117,13 @@ def save(posterior, path) -> Path:
     ``manifest.json``) nor an empty directory.
     """
     path = Path(path)
-    if path.exists() and not (path.is_dir() and ((path / MANIFEST).is_file() or not any(path.iterdir()))):
-        # Replacing is for a model saved earlier; never delete a file or a directory of other things.
-        raise InputError("path", f"'{path}' exists and is not a bayesinf model directory, so save will not "
-                         "replace it", hint="Choose a new path, or remove it first.")
     _check_static_json(posterior.schema.static)
     arrays = {f"posterior/{k}": v for k, v in posterior.draws.items()}
     arrays.update({f"sample_stats/{k}": v for k, v in posterior.sample_stats.items()})
     arrays.update({f"data/{k}": v for k, v in posterior.data.items()})
     if posterior.losses is not None:
         arrays["losses"] = posterior.losses
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
+    with atomic_directory(path, MANIFEST, "a bayesinf model") as tmp:
         with open(tmp / ARRAYS, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -126,18 +149,6 @@ def save(posterior, path) -> Path:
             json.dump(manifest, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -35,9 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -198,13 +195,7 @@ class Recalibrated:
         from .. import persistence
 
         path = Path(path)
-        if path.exists() and not (path.is_dir() and ((path / _MANIFEST).is_file() or not any(path.iterdir()))):
-            raise InputError("path", f"'{path}' exists and is not a recalibrated-model directory, so save will "
-                             "not replace it", hint="Choose a new path, or remove it first.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        try:
+        with persistence.atomic_directory(path, _MANIFEST, "a recalibrated bayesinf model") as tmp:
             persistence.save(self.posterior, tmp / _POSTERIOR_DIR)
             with open(tmp / _ARRAYS, "wb") as f:
                 np.savez(f, scores=self.scores)
@@ -217,16 +208,6 @@ class Recalibrated:
                           f"{_POSTERIOR_DIR}/{persistence.MANIFEST}": persistence._sha256(tmp / _POSTERIOR_DIR / persistence.MANIFEST)},
             }
             (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
-            old = None
-            if path.exists():
-                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
 
