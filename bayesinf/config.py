@@ -12,9 +12,11 @@ from typing import Any, Callable
 
 from .errors import InputError
 
-__all__ = ["NUTSConfig", "SVIConfig", "INIT_STRATEGIES", "GUIDES", "OPTIMIZERS"]
+__all__ = ["NUTSConfig", "SVIConfig", "INIT_STRATEGIES", "SVI_INIT_STRATEGIES", "GUIDES", "OPTIMIZERS"]
 
-INIT_STRATEGIES = ("uniform", "median", "mean", "sample", "feasible")
+INIT_STRATEGIES = ("uniform", "median", "mean", "sample", "feasible", "map", "svi")
+#: Strategies that first run a quick SVI fit and start the chains from it (see ``NUTSConfig``).
+SVI_INIT_STRATEGIES = ("map", "svi")
 GUIDES = ("normal", "mvn", "lowrank", "laplace")
 OPTIMIZERS = ("adam", "clipped_adam", "adagrad", "sgd", "rmsprop")
 
@@ -45,6 +47,14 @@ class NUTSConfig:
         Maximum tree depth; a trajectory has at most ``2**max_tree_depth - 1`` leapfrog steps.
     init : str or callable
         Initial-position strategy: one of ``INIT_STRATEGIES`` or a NumPyro init strategy callable.
+        ``"map"``: a quick MAP fit (SVI with ``AutoLaplaceApproximation``), then one draw per chain
+        from the Laplace approximation around it (the mode jittered on the posterior's own scale;
+        ``"svi"``'s draws instead when the mode is degenerate, with a singular Hessian);
+        ``"svi"``: one draw per chain from a quick mean-field normal SVI fit. The others are
+        NumPyro's ``init_to_*`` strategies.
+    adapt_mass_matrix : bool
+        Adapt the mass matrix during warmup (Stan's windowed scheme). A warm start from a previous
+        posterior turns it off and keeps the mass matrix estimated from that posterior's draws.
     """
 
     chains: int = 4
@@ -54,6 +64,7 @@ class NUTSConfig:
     dense_mass: bool = False
     max_tree_depth: int = 10
     init: str | Callable = "uniform"
+    adapt_mass_matrix: bool = True
 
     def __post_init__(self):
         owner = "NUTS settings"
@@ -62,8 +73,9 @@ class NUTSConfig:
         _check_int(owner, "warmup", self.warmup, 0)
         _check_prob(owner, "target_accept", self.target_accept)
         _check_int(owner, "max_tree_depth", self.max_tree_depth, 1)
-        if not isinstance(self.dense_mass, bool):
-            raise InputError("dense_mass", f"of {owner} must be a bool; got {self.dense_mass!r}")
+        for name in ("dense_mass", "adapt_mass_matrix"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(name, f"of {owner} must be a bool; got {getattr(self, name)!r}")
         if isinstance(self.init, str) and self.init not in INIT_STRATEGIES:
             raise InputError("init", f"of {owner} must be one of {INIT_STRATEGIES} or a callable; got {self.init!r}")
 

@@ -12,6 +12,11 @@ Chains are laid out as ``(devices, chains_per_device)``: ``pmap`` across devices
 ``vmap`` within one (vectorized). Warmup adaptation happens inside the kernel state, so warmup
 and sampling share the block; the progress bar advances between blocks and does not change
 what is compiled.
+
+A ``Start`` sets where the chains begin (unconstrained positions, one per chain) and, for a warm
+start from a previous posterior, the step size and inverse mass matrix the warmup starts from.
+They are arguments of the compiled block, so every warm start of a model on data of the same
+shapes reuses one compilation; only which of them are given (``Start.kind``) is compiled in.
 """
 
 from __future__ import annotations
@@ -24,15 +29,57 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..config import NUTSConfig
+from ..config import SVI_INIT_STRATEGIES, NUTSConfig
 from .binding import BoundModel, shape_key
 
-__all__ = ["run_nuts", "NUTSResult", "chain_layout", "BLOCK"]
+__all__ = ["run_nuts", "NUTSResult", "Start", "chain_layout", "unconstrain_draws", "flatten_sites", "unflatten_sites",
+           "BLOCK"]
 
 #: Iterations per compiled block (a progress-bar tick).
 BLOCK = 100
 _CACHE_SIZE = 16
 _SAMPLERS: "OrderedDict[Any, _Sampler]" = OrderedDict()  # compiled samplers, least recently used first
+_UNCONSTRAIN: "OrderedDict[Any, Callable]" = OrderedDict()  # jitted constrained -> unconstrained maps
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where NUTS chains start.
+
+    Attributes
+    ----------
+    positions : dict of str -> np.ndarray
+        Unconstrained initial value per latent site, ``(chains, *unconstrained_site_shape)``.
+    step_size : np.ndarray, optional
+        Initial step size per chain, ``(chains,)``; with ``inverse_mass_matrix``, the warmup's
+        dual averaging starts from it instead of NumPyro's default of 1.
+    inverse_mass_matrix : np.ndarray, optional
+        Initial inverse mass matrix over the flattened unconstrained latent vector (sites in sorted
+        name order, as NumPyro ravels them): ``(dim,)`` diagonal or ``(dim, dim)`` dense.
+    """
+
+    positions: Mapping[str, np.ndarray]
+    step_size: np.ndarray | None = None
+    inverse_mass_matrix: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        """``"positions"`` or ``"tuned"`` (positions, step size and mass matrix): compiled in."""
+        return "positions" if self.step_size is None else "tuned"
+
+    def tree(self, num_chains: int, dtype: str) -> dict:
+        """The per-chain arrays passed to the compiled block, leading axis ``chains``."""
+        out = {"z": {k: np.asarray(v, dtype) for k, v in self.positions.items()}}
+        if self.step_size is not None:
+            if self.inverse_mass_matrix is None:
+                raise ValueError("a Start with a step size needs an inverse mass matrix")
+            out["step_size"] = np.broadcast_to(np.asarray(self.step_size, dtype), (num_chains,))
+            imm = np.asarray(self.inverse_mass_matrix, dtype)
+            out["inverse_mass_matrix"] = np.broadcast_to(imm, (num_chains, *imm.shape))
+        for name, v in out["z"].items():
+            if v.shape[:1] != (num_chains,):
+                raise ValueError(f"initial positions of '{name}' have shape {v.shape}; expected ({num_chains}, ...)")
+        return out
 
 
 @dataclass
@@ -65,6 +112,8 @@ def _init_strategy(init):
 
     if callable(init):
         return init
+    if init in SVI_INIT_STRATEGIES:  # positions come from an SVI fit; NumPyro's own init is unused
+        return infer.init_to_uniform
     return {
         "uniform": infer.init_to_uniform,
         "median": infer.init_to_median,
@@ -92,10 +141,32 @@ def _strong(tree):
 
 @dataclass
 class _Sampler:
-    block: Callable  # (keys, state, arrays, num_valid, is_first) -> (state, collected)
-    init_shape: Callable  # (key, arrays) -> per-chain state structure (no compilation)
+    block: Callable  # (keys, state, arrays, num_valid, is_first, start) -> (state, collected)
+    init_shape: Callable  # (key, arrays, start) -> per-chain state structure (no compilation)
     devices: int
     per_device: int
+    state_shape: Any = None  # ``init_shape``'s result, kept: tracing it costs as much as a short run
+
+
+def _with_tuning(state, step_size, inverse_mass_matrix, dense: bool):
+    """``state`` with the warmup adapter restarted from ``step_size`` and ``inverse_mass_matrix``.
+
+    Mirrors NumPyro's ``warmup_adapter`` initialization (``hmc_util``): the dual averaging is
+    centred on ``log(10 * step_size)`` and the mass matrix square roots are derived as there, by
+    its (private) ``_initialize_mass_matrix``. ``NUTS(step_size=..., inverse_mass_matrix=...)``
+    would compile them in as constants; set here, they are arguments of the compiled block.
+    """
+    import jax.numpy as jnp
+    from numpyro.infer.hmc_util import _initialize_mass_matrix, dual_averaging
+
+    adapt = state.adapt_state
+    (names,) = tuple(adapt.inverse_mass_matrix)  # one block over every latent site
+    inverse, sqrt, sqrt_inv = _initialize_mass_matrix(state.z, {names: inverse_mass_matrix},
+                                                      [names] if dense else [])
+    ss_init, _ = dual_averaging()
+    adapt = adapt._replace(step_size=step_size, inverse_mass_matrix=inverse, mass_matrix_sqrt=sqrt,
+                           mass_matrix_sqrt_inv=sqrt_inv, ss_state=ss_init(jnp.log(10 * step_size)))
+    return state._replace(adapt_state=adapt)
 
 
 def _build_sampler(model: BoundModel, config: NUTSConfig, devices: int, per_device: int) -> _Sampler:
@@ -110,15 +181,20 @@ def _build_sampler(model: BoundModel, config: NUTSConfig, devices: int, per_devi
         dense_mass=config.dense_mass,
         max_tree_depth=config.max_tree_depth,
         init_strategy=_init_strategy(config.init),
+        adapt_mass_matrix=config.adapt_mass_matrix,
     )
 
-    def init_chain(rng_key, arrays):
-        return kernel.init(rng_key, config.warmup, None, (), arrays)
+    def init_chain(rng_key, arrays, start):
+        state = kernel.init(rng_key, config.warmup, start.get("z"), (), arrays)
+        if "step_size" in start:
+            state = _with_tuning(state, start["step_size"], start["inverse_mass_matrix"], config.dense_mass)
+        return state
 
-    def chain_block(rng_key, state, arrays, num_valid, is_first):
+    def chain_block(rng_key, state, arrays, num_valid, is_first, start):
         # Initialization lives in the same compiled program as the iterations (one compilation
         # instead of two); on later blocks the branch is skipped at run time.
-        state = _strong(lax.cond(is_first, lambda _: _strong(init_chain(rng_key, arrays)), lambda _: state, None))
+        state = _strong(lax.cond(is_first, lambda _: _strong(init_chain(rng_key, arrays, start)),
+                                 lambda _: state, None))
         postprocess = kernel.postprocess_fn((), arrays)
 
         def step(state, i):
@@ -137,36 +213,42 @@ def _build_sampler(model: BoundModel, config: NUTSConfig, devices: int, per_devi
         return lax.scan(step, state, jnp.arange(BLOCK))
 
     if per_device == 1:  # no vmap: a batched NUTS tree-building loop compiles slower
-        def device_block(keys, state, arrays, num_valid, is_first):
+        def device_block(keys, state, arrays, num_valid, is_first, start):
             squeeze = lambda tree: jax.tree.map(lambda x: x[0], tree)
-            out = chain_block(keys[0], squeeze(state), arrays, num_valid, is_first)
+            out = chain_block(keys[0], squeeze(state), arrays, num_valid, is_first, squeeze(start))
             return jax.tree.map(lambda x: x[None], out)
     else:
-        device_block = jax.vmap(chain_block, in_axes=(0, 0, None, None, None))
+        device_block = jax.vmap(chain_block, in_axes=(0, 0, None, None, None, 0))
     if devices > 1:
-        block_fn = jax.pmap(device_block, in_axes=(0, 0, None, None, None))
+        block_fn = jax.pmap(device_block, in_axes=(0, 0, None, None, None, 0))
     else:
-        def single_device(keys, state, arrays, num_valid, is_first):
+        def single_device(keys, state, arrays, num_valid, is_first, start):
             first = lambda tree: jax.tree.map(lambda x: x[0], tree)
-            out = device_block(keys[0], first(state), arrays, num_valid, is_first)
+            out = device_block(keys[0], first(state), arrays, num_valid, is_first, first(start))
             return jax.tree.map(lambda x: x[None], out)
 
         block_fn = jax.jit(single_device)
-    return _Sampler(block_fn, lambda key, arrays: jax.eval_shape(lambda k, a: _strong(init_chain(k, a)), key, arrays),
-                    devices, per_device)
+
+    def init_shape(key, arrays, start):
+        return jax.eval_shape(lambda k, a, s: _strong(init_chain(k, a, s)), key, arrays, start)
+
+    return _Sampler(block_fn, init_shape, devices, per_device)
 
 
-def _get_sampler(model: BoundModel, arrays, config: NUTSConfig, dtype: str) -> tuple[_Sampler, bool]:
+def _get_sampler(model: BoundModel, arrays, config: NUTSConfig, dtype: str,
+                 start_kind: str = "cold") -> tuple[_Sampler, bool]:
     import jax
 
     devices, per_device = chain_layout(config.chains, jax.local_device_count())
-    # ``draws`` is not compiled in (blocks run until it is reached), so it is not part of the key.
-    key = (model, shape_key(arrays), config.replace(draws=1), devices, dtype, jax.default_backend())
+    # ``draws`` is not compiled in (blocks run until it is reached), so it is not part of the key;
+    # given initial positions make the init strategy irrelevant, so it is left out too.
+    compiled = config.replace(draws=1, init="uniform") if start_kind != "cold" else config.replace(draws=1)
+    key = (model, shape_key(arrays), compiled, devices, dtype, jax.default_backend(), start_kind)
     sampler = _SAMPLERS.get(key)
     if sampler is not None:
         _SAMPLERS.move_to_end(key)
         return sampler, True
-    sampler = _build_sampler(model, config, devices, per_device)
+    sampler = _build_sampler(model, compiled, devices, per_device)
     _SAMPLERS[key] = sampler
     while len(_SAMPLERS) > _CACHE_SIZE:
         _SAMPLERS.popitem(last=False)
@@ -174,7 +256,7 @@ def _get_sampler(model: BoundModel, arrays, config: NUTSConfig, dtype: str) -> t
 
 
 def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSConfig, seed: int,
-             *, dtype: str = "float32", progress: bool = False) -> NUTSResult:
+             *, dtype: str = "float32", progress: bool = False, start: Start | None = None) -> NUTSResult:
     """Run ``config.chains`` NUTS chains of ``model`` on ``arrays``.
 
     Parameters
@@ -190,20 +272,27 @@ def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSCo
         Only part of the cache key here; the caller sets the JAX precision.
     progress : bool
         Show a progress bar (one tick per ``BLOCK`` iterations).
+    start : Start, optional
+        Initial positions (and tuning) of the chains; by default ``config.init`` decides.
     """
     import jax
     import jax.numpy as jnp
 
-    start = time.perf_counter()
-    sampler, cached = _get_sampler(model, arrays, config, dtype)
+    t_start = time.perf_counter()
+    sampler, cached = _get_sampler(model, arrays, config, dtype, "cold" if start is None else start.kind)
     device_arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
     keys = jax.random.split(jax.random.PRNGKey(seed), config.chains)
     keys = keys.reshape(sampler.devices, sampler.per_device, *keys.shape[1:])
+    starts = {} if start is None else start.tree(config.chains, dtype)
+    starts = jax.tree.map(lambda v: v.reshape(sampler.devices, sampler.per_device, *v.shape[1:]), starts)
     # A placeholder state of the right structure; the first block replaces it by NumPyro's init.
-    shape = sampler.init_shape(keys[0, 0], device_arrays)
+    if sampler.state_shape is None:  # the same for every call: the cache key fixes all shapes
+        sampler.state_shape = sampler.init_shape(keys[0, 0], device_arrays, jax.tree.map(lambda v: v[0, 0], starts))
+    shape = sampler.state_shape
     state = jax.tree.map(lambda s: np.zeros((sampler.devices, sampler.per_device, *s.shape), s.dtype), shape)
     if sampler.devices > 1:  # laid out as the compiled block returns it, else pmap compiles again
         state = _pmap_identity()(state)
+        starts = _pmap_identity()(starts) if starts else starts
     init_done = time.perf_counter()
 
     total = config.warmup + config.draws
@@ -217,7 +306,7 @@ def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSCo
             t0 = time.perf_counter()
             num_valid = min(BLOCK, total - b * BLOCK)
             state, collected = sampler.block(keys, state, device_arrays, jnp.asarray(num_valid, jnp.int32),
-                                             jnp.asarray(b == 0))
+                                             jnp.asarray(b == 0), starts)
             if b == 0:
                 jax.block_until_ready(state)
                 first_block = time.perf_counter() - t0
@@ -235,10 +324,10 @@ def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSCo
             bar.close()
     end = time.perf_counter()
     info = {
-        "init_seconds": init_done - start,
+        "init_seconds": init_done - t_start,
         "first_block_seconds": first_block,
         "sampling_seconds": end - init_done,
-        "total_seconds": end - start,
+        "total_seconds": end - t_start,
         "cached_sampler": cached,
         "devices": sampler.devices,
         "chains_per_device": sampler.per_device,
@@ -277,3 +366,43 @@ def _progress_bar(total: int, chains: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=f"NUTS, {chains} chains", unit="it", leave=True)
+
+
+# ----------------------------------------------------------------------------- unconstrained space
+def unconstrain_draws(model: BoundModel, arrays: Mapping[str, np.ndarray], draws: Mapping[str, np.ndarray],
+                      dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Map constrained draws ``(n, *site_shape)`` of the latent sites to NumPyro's unconstrained
+    space, where NUTS moves: ``(n, *unconstrained_site_shape)`` per site.
+
+    Jitted once per model, data shapes and draw shapes; the data are arguments, not constants.
+    """
+    import jax
+    from numpyro.infer.util import unconstrain_fn
+
+    key = (model, shape_key(arrays), shape_key(draws), dtype, jax.default_backend())
+    fn = _UNCONSTRAIN.get(key)
+    if fn is None:
+        fn = jax.jit(jax.vmap(lambda d, a: unconstrain_fn(model, (), a, d), in_axes=(0, None)))
+        _UNCONSTRAIN[key] = fn
+        while len(_UNCONSTRAIN) > _CACHE_SIZE:
+            _UNCONSTRAIN.popitem(last=False)
+    out = fn({k: np.asarray(v, dtype) for k, v in draws.items()}, dict(arrays))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def flatten_sites(values: Mapping[str, np.ndarray], num_batch: int = 1) -> np.ndarray:
+    """Concatenate per-site arrays ``(*batch, *site_shape)`` into ``(*batch, dim)``, sites in sorted
+    name order: the layout of NumPyro's flattened latent vector (and of its mass matrix)."""
+    batch = next(iter(values.values())).shape[:num_batch]
+    return np.concatenate([np.reshape(values[k], (*batch, -1)) for k in sorted(values)], axis=-1)
+
+
+def unflatten_sites(flat: np.ndarray, shapes: Mapping[str, tuple[int, ...]], num_batch: int = 1) -> dict:
+    """Inverse of ``flatten_sites`` given the per-site shapes (without batch axes)."""
+    out, offset = {}, 0
+    batch = flat.shape[:num_batch]
+    for k in sorted(shapes):
+        size = int(np.prod(shapes[k], dtype=np.int64))
+        out[k] = flat[..., offset:offset + size].reshape(*batch, *shapes[k])
+        offset += size
+    return out

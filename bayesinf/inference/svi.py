@@ -25,7 +25,7 @@ import numpy as np
 from ..config import SVIConfig
 from .binding import BoundModel, shape_key
 
-__all__ = ["run_svi", "SVIResult", "has_converged"]
+__all__ = ["run_svi", "SVIResult", "has_converged", "initial_draws", "INIT_SVI"]
 
 _CACHE_SIZE = 16
 _PROGRAMS: "OrderedDict[Any, _Program]" = OrderedDict()  # compiled SVI programs, least recent first
@@ -116,7 +116,8 @@ def _get_program(model: BoundModel, arrays, config: SVIConfig, dtype: str) -> tu
 
     # ``svi.init`` stays un-jitted: an autoguide records its prototype trace on first call, and a
     # trace recorded under jit would hold tracers that ``sample_posterior`` later reads.
-    program = _Program(svi, guide, lambda key, arrays: svi.init(key, **arrays), jax.jit(chunk))
+    program = _Program(svi, guide, lambda key, arrays, params=None: svi.init(key, init_params=params, **arrays),
+                       jax.jit(chunk))
     _PROGRAMS[key] = program
     while len(_PROGRAMS) > _CACHE_SIZE:
         _PROGRAMS.popitem(last=False)
@@ -124,7 +125,8 @@ def _get_program(model: BoundModel, arrays, config: SVIConfig, dtype: str) -> tu
 
 
 def run_svi(model: BoundModel, arrays: Mapping[str, np.ndarray], config: SVIConfig, seed: int, *,
-            latent_sites: tuple[str, ...], dtype: str = "float32", progress: bool = False) -> SVIResult:
+            latent_sites: tuple[str, ...], dtype: str = "float32", progress: bool = False,
+            init_params: Mapping[str, np.ndarray] | None = None) -> SVIResult:
     """Fit ``config.guide`` to the posterior of ``model`` and draw ``config.draws`` from it.
 
     Parameters
@@ -136,6 +138,9 @@ def run_svi(model: BoundModel, arrays: Mapping[str, np.ndarray], config: SVIConf
     seed : int
     latent_sites : tuple of str
         Names of the model's latent sample sites, the ones drawn from the guide.
+    init_params : mapping of str -> array, optional
+        Initial (constrained) values of the guide's parameters, e.g. ``SVIResult.params`` of an
+        earlier fit (a warm start); by default the guide initializes itself.
     """
     import jax
     import jax.numpy as jnp
@@ -145,7 +150,9 @@ def run_svi(model: BoundModel, arrays: Mapping[str, np.ndarray], config: SVIConf
     program, cached = _get_program(model, arrays, config, dtype)
     device_arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
     init_key, draw_key = jax.random.split(jax.random.PRNGKey(seed))
-    state = program.init(init_key, device_arrays)
+    if init_params is not None:
+        init_params = {k: jnp.asarray(v) for k, v in init_params.items()}
+    state = program.init(init_key, device_arrays, init_params)
     losses = []
     converged = False
     num_chunks = -(-config.num_steps // config.check_every)
@@ -186,6 +193,60 @@ def run_svi(model: BoundModel, arrays: Mapping[str, np.ndarray], config: SVIConf
         "is_finite": bool(np.all(np.isfinite(losses))),
         "total_seconds": end - start,
         "cached_program": cached,
+        "warm_start": init_params is not None,
         "backend": jax.default_backend(),
     }
     return SVIResult(draws, losses, {k: np.asarray(v) for k, v in params.items()}, info)
+
+
+#: Settings of the quick SVI fits behind NUTS's ``init="map"`` and ``init="svi"``: Adam with
+#: step 0.01 for at most 2000 steps, stopping early by the module's rule checked every 250 steps.
+#: A starting point only needs to be in the bulk of the posterior, not at the optimum.
+INIT_SVI = dict(optimizer="adam", learning_rate=0.01, num_steps=2000, check_every=250, rtol=1e-3)
+
+
+def initial_draws(model: BoundModel, arrays: Mapping[str, np.ndarray], kind: str, num_draws: int, seed: int, *,
+                  latent_sites: tuple[str, ...], dtype: str = "float32") -> tuple[dict[str, np.ndarray], dict]:
+    """Starting points for NUTS chains from a quick SVI fit, ``(num_draws, *site_shape)`` per site.
+
+    ``kind="map"``: the posterior mode (``AutoLaplaceApproximation``'s point estimate) and draws
+    from the Laplace approximation around it, i.e. the mode jittered on the scale of the inverse
+    Hessian. A singular or indefinite Hessian means a degenerate mode (typically a hierarchical
+    scale collapsing to zero, where the joint density is unbounded), a bad place to start chains:
+    then the draws come from the ``"svi"`` fit instead, and ``info["init_fallback"]`` says so.
+    ``kind="svi"``: draws from a mean-field normal guide (``AutoNormal``).
+
+    Returns the constrained draws and facts of the SVI fit (``init_*``: steps run, convergence,
+    seconds, the guide used).
+    """
+    import warnings
+
+    info: dict[str, Any] = {"init_fallback": None}
+    if kind == "map":
+        with warnings.catch_warnings(record=True) as caught:
+            # NumPyro warns and returns the mode itself when the Hessian is singular.
+            warnings.filterwarnings("always", message=".*Hessian of log posterior.*singular")
+            draws, result = _guide_draws(model, arrays, "laplace", num_draws, seed, latent_sites, dtype)
+        singular = False
+        for w in caught:
+            if "Hessian of log posterior" in str(w.message) and "singular" in str(w.message):
+                singular = True
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        usable = not singular and all(np.all(np.isfinite(v)) for v in draws.values())
+        info.update({f"init_map_{k}": v for k, v in result.info.items() if k in ("num_steps", "total_seconds")})
+        if usable:
+            info.update({f"init_{k}": v for k, v in result.info.items()
+                         if k in ("num_steps", "converged", "total_seconds")}, init_guide="laplace")
+            return draws, info
+        info["init_fallback"] = "svi"
+    draws, result = _guide_draws(model, arrays, "normal", num_draws, seed, latent_sites, dtype)
+    info.update({f"init_{k}": v for k, v in result.info.items() if k in ("num_steps", "converged", "total_seconds")},
+                init_guide="normal")
+    return draws, info
+
+
+def _guide_draws(model, arrays, guide: str, num_draws: int, seed: int, latent_sites, dtype):
+    config = SVIConfig(guide=guide, draws=num_draws, **INIT_SVI)
+    result = run_svi(model, arrays, config, seed, latent_sites=latent_sites, dtype=dtype)
+    return {k: v[0] for k, v in result.draws.items()}, result
