@@ -1,0 +1,377 @@
+"""``Recorder``: every prediction and failed request of a service, written to a database off the
+request path.
+
+``record_prediction`` and ``record_error`` only put a tuple of references on a bounded queue
+(a few microseconds); a background writer thread turns queued records into table rows and
+inserts them in batches, one transaction per batch (it lets a batch gather for 50 ms, so steady
+traffic costs one transaction per 50 ms, not one per request). A full queue or a failing database drops
+records, counted in ``stats()`` and logged, and never raises to the caller: monitoring must not
+fail or slow a prediction. After a failed write the writer backs off (50 ms doubling to 2 s),
+discards its connections and tries again, so writing resumes by itself when the database is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from ..errors import InputError
+from . import db
+
+__all__ = ["Recorder"]
+
+logger = logging.getLogger("bayesinf.monitor")
+
+#: Longest pause between write attempts while the database is failing, seconds.
+MAX_BACKOFF_S = 2.0
+#: How long the writer lets records gather before writing a batch that is not full, seconds.
+LINGER_S = 0.05
+#: Least time between two log lines about dropped records, seconds.
+REPORT_EVERY_S = 60.0
+
+
+class Recorder:
+    """Records predictions, failed requests and outcome feedback of a prediction service.
+
+    Parameters
+    ----------
+    url : str or Path
+        Database: a SQLite file path (default ``"monitor.db"``), ``sqlite:///path`` or
+        ``postgresql://user:password@host:port/dbname`` (driver psycopg 3). Tables are created
+        on first use (see ``bayesinf.monitor.db`` for the schema).
+    store : ModelStore or str or Path, optional
+        The served models' store: the monitoring report's drift check compares live inputs with
+        the training-input statistics saved there. Without it, reports carry no drift section.
+    max_queue : int
+        Records held while waiting to be written; more are dropped (and counted).
+    batch_size : int
+        Most records written per transaction.
+    timeout : float
+        Seconds a write waits for the database (SQLite lock wait, PostgreSQL connect timeout)
+        before it counts as failed.
+
+    Examples
+    --------
+    >>> recorder = Recorder("postgresql://monitor@db/monitor", store="models/")   # doctest: +SKIP
+    >>> app = create_app("models/", monitor=recorder)                            # doctest: +SKIP
+    >>> recorder.stats()                                                          # doctest: +SKIP
+    {'recorded': 1041, 'recorded_rows': 1311, 'dropped': 0, 'db_errors': 0, 'queue': 0, ...}
+    """
+
+    def __init__(self, url="monitor.db", *, store=None, max_queue: int = 10_000, batch_size: int = 500,
+                 timeout: float = 5.0):
+        for field, value in (("max_queue", max_queue), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(field, f"of Recorder must be a positive integer; got {value!r}")
+        self.url = db.normalize_url(url)
+        self.engine = db.create_engine(self.url, timeout=timeout)
+        if store is not None and not hasattr(store, "metadata"):
+            from ..store import ModelStore
+
+            store = ModelStore(store)
+        self.store = store
+        self.batch_size = batch_size
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._lock = threading.Lock()
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
+        self._closed = False
+        self._stop = threading.Event()
+        self._counts = {"recorded": 0, "recorded_rows": 0, "dropped": 0, "db_errors": 0}
+        self._last_error: str | None = None
+        self._failing_since: float | None = None
+        self._reported = (0, -float("inf"))  # (dropped count last logged, when)
+        self._writer = threading.Thread(target=self._run, name="bayesinf-monitor-writer", daemon=True)
+        self._writer.start()
+
+    def __repr__(self):
+        return f"Recorder({sa.make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    # ------------------------------------------------------------------ the request path
+    def record_prediction(self, *, request_id: str, model: str, version: int, received_at: float,
+                          latency_ms: float, inputs: dict[str, np.ndarray], rows: list[dict],
+                          levels: tuple[float, ...], kind: str) -> None:
+        """Queue an answered prediction request (returns at once; never raises).
+
+        Parameters
+        ----------
+        request_id : str
+            Id returned to the client, the key of later feedback.
+        model, version
+            The model that answered.
+        received_at : float
+            Arrival time, Unix seconds.
+        latency_ms : float
+            Time to answer, milliseconds.
+        inputs : dict of str -> np.ndarray
+            Validated input arguments, rows first, ``(rows, ...)``.
+        rows : list of dict
+            The per-row payloads returned (site -> mean, sd, median, intervals, probs).
+        levels : tuple of float
+            Interval levels served.
+        kind : {"eti", "hdi"}
+            Interval kind served.
+        """
+        self._put(("p", request_id, model, version, received_at, latency_ms, inputs, rows, levels, kind))
+
+    def record_error(self, *, model: str | None, version: int | None, status: int, received_at: float,
+                     latency_ms: float) -> None:
+        """Queue a failed request (HTTP ``status``; model and version None when unknown). Never raises."""
+        self._put(("e", model, version, status, received_at, latency_ms))
+
+    def _put(self, record: tuple) -> None:
+        try:
+            if self._closed:
+                raise queue.Full
+            self._queue.put_nowait(record)
+        except queue.Full:
+            with self._lock:
+                self._counts["dropped"] += 1
+
+    # ------------------------------------------------------------------ state
+    def stats(self) -> dict[str, Any]:
+        """Counters: ``recorded`` (requests and errors written), ``recorded_rows`` (data rows
+        written), ``dropped`` (records lost to a full queue or a failed write), ``db_errors``
+        (failed write attempts), ``queue`` (records waiting), ``queue_capacity``,
+        ``writer_alive`` and ``last_error`` (message of the latest database error, or None)."""
+        with self._lock:
+            out: dict[str, Any] = dict(self._counts)
+            out["last_error"] = self._last_error
+        out.update(queue=self._queue.qsize(), queue_capacity=self._queue.maxsize,
+                   writer_alive=self._writer.is_alive())
+        return out
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued record is written or dropped; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        q = self._queue
+        with q.all_tasks_done:
+            while q.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._writer.is_alive():
+                    return False
+                q.all_tasks_done.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued (waiting up to ``timeout`` seconds), stop the writer and release
+        the database connections. Records queued afterwards are dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        self.flush(timeout)
+        self._stop.set()
+        self._writer.join(timeout)
+        self.engine.dispose()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def router(self, store=None):
+        """The feedback and report routes (``fastapi.APIRouter``) for this recorder.
+
+        ``POST /v1/models/{name}/feedback`` and ``GET /v1/models/{name}/monitor``; see
+        ``bayesinf.monitor.routes``. ``store`` defaults to the recorder's.
+        """
+        from .routes import make_router
+
+        return make_router(self, store if store is not None else self.store)
+
+    def ensure_schema(self) -> None:
+        """Create the tables now (the writer also does on its first write)."""
+        with self._schema_lock:
+            if not self._schema_ready:
+                db.ensure_schema(self.engine)
+                self._schema_ready = True
+
+    # ------------------------------------------------------------------ the writer
+    def _run(self) -> None:
+        q = self._queue
+        backoff = 0.0
+        while True:
+            try:
+                first = q.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if q.qsize() < self.batch_size - 1:
+                # Let a batch gather: one transaction per LINGER_S instead of one per request
+                # keeps the writer's share of the interpreter small under steady traffic.
+                self._stop.wait(LINGER_S)
+            batch = [first]
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                ok = self._write(batch)
+            except Exception as exc:  # never let the writer die
+                ok = False
+                self._failed(exc, len(batch))
+            finally:
+                for _ in batch:
+                    q.task_done()
+            self._report_drops()
+            if ok:
+                backoff = 0.0
+            elif self._stop.is_set():  # closing with the database failing: drop the rest and stop
+                self._drop_queued()
+                return
+            else:
+                backoff = min(MAX_BACKOFF_S, max(0.05, 2 * backoff))
+                self._stop.wait(backoff)
+
+    def _report_drops(self) -> None:
+        """Log records dropped since the last report, at most once per ``REPORT_EVERY_S``."""
+        now = time.monotonic()
+        if now - self._reported[1] < REPORT_EVERY_S:
+            return
+        with self._lock:
+            dropped = self._counts["dropped"]
+        if dropped > self._reported[0]:
+            logger.warning("%d monitoring records dropped (%d in all): the queue was full or the database "
+                           "failing; see Recorder.stats()", dropped - self._reported[0], dropped)
+            self._reported = (dropped, now)
+
+    def _drop_queued(self) -> None:
+        q = self._queue
+        while True:
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                return
+            with self._lock:
+                self._counts["dropped"] += 1
+            q.task_done()
+
+    def _write(self, batch: list[tuple]) -> bool:
+        """Insert a batch in one transaction; True on success. Failures are counted, not raised."""
+        preds, rows, errs, dropped = [], [], [], 0
+        for record in batch:
+            try:
+                if record[0] == "p":
+                    preds.append(_prediction_rows(record))
+                    rows.extend(preds[-1][1])
+                else:
+                    errs.append(_error_row(record))
+            except Exception as exc:  # a record that cannot be serialized is dropped alone
+                dropped += 1
+                logger.warning("monitoring record dropped: %s", exc)
+        if dropped:
+            with self._lock:
+                self._counts["dropped"] += dropped
+        if not (preds or errs):
+            return True
+        try:
+            self.ensure_schema()
+            with self.engine.begin() as conn:
+                _insert(conn, [pred for pred, _ in preds], rows, errs)
+        except sa.exc.IntegrityError:
+            # A repeated request id: write the records one by one, dropping the repeats.
+            self._write_one_by_one(preds, errs)
+            return True
+        except Exception as exc:
+            self._failed(exc, len(preds) + len(errs))
+            return False
+        self._succeeded(len(preds) + len(errs), len(rows))
+        return True
+
+    def _write_one_by_one(self, preds: list[tuple[dict, list]], errs: list) -> None:
+        written = written_rows = 0
+        for pred, pred_rows in preds:
+            try:
+                with self.engine.begin() as conn:
+                    _insert(conn, [pred], pred_rows, [])
+                written += 1
+                written_rows += len(pred_rows)
+            except sa.exc.IntegrityError:
+                with self._lock:
+                    self._counts["dropped"] += 1
+                logger.warning("monitoring record dropped: request id %r was recorded before", pred["request_id"])
+        if errs:
+            with self.engine.begin() as conn:
+                _insert(conn, [], [], errs)
+        self._succeeded(written + len(errs), written_rows)
+
+    def _succeeded(self, records: int, num_rows: int) -> None:
+        with self._lock:
+            self._counts["recorded"] += records
+            self._counts["recorded_rows"] += num_rows
+            if self._failing_since is not None:
+                logger.warning("monitoring database reachable again after %.1f s; %d records dropped so far",
+                               time.time() - self._failing_since, self._counts["dropped"])
+                self._failing_since = None
+
+    def _failed(self, exc: Exception, records: int) -> None:
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        with self._lock:
+            self._counts["db_errors"] += 1
+            self._counts["dropped"] += records
+            self._last_error = message
+            first = self._failing_since is None
+            if first:
+                self._failing_since = time.time()
+        if first:
+            logger.error("monitoring database write failed (%s); records are dropped until it succeeds", message)
+        self._schema_ready = False
+        self.engine.dispose()  # reconnect on the next attempt
+
+
+# ----------------------------------------------------------------------------- records -> table rows
+def _insert(conn, preds: list, rows: list, errs: list) -> None:
+    if preds:
+        conn.execute(db.predictions.insert(), preds)
+    if rows:
+        conn.execute(db.prediction_rows.insert(), rows)
+    if errs:
+        conn.execute(db.errors.insert(), errs)
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _prediction_rows(record: tuple) -> tuple[dict, list[dict]]:
+    _, request_id, model, version, received_at, latency_ms, inputs, rows, levels, kind = record
+    arrays = {name: np.asarray(value) for name, value in inputs.items()}
+    summary = {}
+    for name, values in arrays.items():
+        if values.ndim == 0 or values.shape[0] == 0 or values.dtype.kind not in "biuf":
+            continue
+        flat = values.reshape(values.shape[0], -1)
+        if flat.shape[0] == 1:  # one row: its values are mean, min and max
+            mean = low = high = flat[0].astype(np.float64).tolist()
+        else:
+            mean = flat.mean(axis=0, dtype=np.float64).tolist()
+            low, high = flat.min(axis=0).astype(np.float64).tolist(), flat.max(axis=0).astype(np.float64).tolist()
+        summary[name] = {"mean": mean, "min": low, "max": high}
+    request_id = str(request_id)
+    per_row = {name: values.tolist() for name, values in arrays.items() if values.ndim}
+    table_rows = []
+    for i, payload in enumerate(rows):
+        if any("draws" in entry for entry in payload.values()):
+            payload = {site: {k: v for k, v in entry.items() if k != "draws"} for site, entry in payload.items()}
+        row_inputs = {name: values[i] for name, values in per_row.items() if i < len(values)}
+        table_rows.append({"request_id": request_id, "row": i, "inputs": _dumps(row_inputs),
+                           "outputs": _dumps(payload)})
+    pred = {"request_id": request_id, "model": str(model), "version": int(version),
+            "received_at": float(received_at), "latency_ms": float(latency_ms), "num_rows": len(rows),
+            "kind": str(kind), "levels": _dumps([float(v) for v in levels]), "input_summary": _dumps(summary)}
+    return pred, table_rows
+
+
+def _error_row(record: tuple) -> dict:
+    _, model, version, status, received_at, latency_ms = record
+    return {"model": None if model is None else str(model), "version": None if version is None else int(version),
+            "status": int(status), "received_at": float(received_at), "latency_ms": float(latency_ms)}
