@@ -204,7 +204,8 @@ class Posterior:
         return self._predictors[budget]
 
     def predict(self, *args, levels=(0.5, 0.9), kind: str = "eti", seed: int = 0,
-                return_draws: bool | None = None, memory_budget: int | None = None, **kwargs) -> Prediction:
+                return_draws: bool | None = None, memory_budget: int | None = None, row_offset: int = 0,
+                **kwargs) -> Prediction:
         """Posterior predictive distribution for new data.
 
         Parameters
@@ -216,11 +217,16 @@ class Posterior:
         kind : {"eti", "hdi"}
             Equal-tailed or highest-density intervals.
         seed : int
-            Seed of the predictive draws; the same seed and data give the same numbers.
+            Seed of the predictive draws; the same seed and data give the same numbers. A row's
+            draws depend only on the seed, its inputs and its index (``row_offset`` + position),
+            not on the other rows or the chunking (see ``bayesinf.predictive``).
         return_draws : bool, optional
             Keep the raw predictive draws on the result. Default: when they take at most 512 MiB.
         memory_budget : int, optional
             Bytes of predictive draws computed at once (default 256 MiB).
+        row_offset : int
+            Index of the first row in a larger table scored in pieces (``bayesinf.batch``): the
+            rows get the draws they get in a single call on the whole table.
 
         Returns
         -------
@@ -229,6 +235,10 @@ class Posterior:
         levels = check_levels(levels)
         kind = check_kind(kind)
         seed = check_seed(seed, "predict")
+        if isinstance(row_offset, bool) or not isinstance(row_offset, (int, np.integer)) or row_offset < 0:
+            from .errors import InputError
+
+            raise InputError("row_offset", f"of predict must be a non-negative int; got {row_offset!r}")
         to_arguments = getattr(self.model, "__bayesinf_arguments__", None)
         if to_arguments is not None:  # models built by bayesinf turn user data (a DataFrame) into arguments
             args, kwargs = to_arguments(*args, **kwargs)
@@ -245,7 +255,7 @@ class Posterior:
             return_draws = total <= KEEP_DRAWS_BYTES
         info = {s: {"num_classes": self.sites.num_classes.get(s)} for s in self.sites.observed}
         with precision(self.dtype):
-            chunks = predictor.chunks(arrays, num_rows, seed)
+            chunks = predictor.chunks(arrays, num_rows, seed, row_offset=int(row_offset))
             return assemble(chunks, num_rows, info, levels, kind, seed, bool(return_draws),
                             executor=summary_executor() if num_rows > BLOCK_ROWS else None)
 
@@ -274,9 +284,37 @@ class Posterior:
 
         return ppc(self, seed)
 
+    def update(self, *args, mode: str = "refit", warmup: int | None = None, seed: int = 0, **kwargs) -> "Posterior":
+        """A new posterior given new data rows, warm-started from this one (see ``bayesinf.update``).
+
+        ``mode="refit"`` fits the old and new rows together; ``mode="sequential"`` fits the new
+        rows with this posterior (a normal approximation in unconstrained space) as the prior.
+        """
+        from .update import update
+
+        return update(self, *args, mode=mode, warmup=warmup, seed=seed, **kwargs)
+
+    # ----------------------------------------------------------------- compression and export
+    def compress(self, num_draws: int = 500, method: str = "herding", seed: int = 0) -> "Posterior":
+        """A new ``Posterior`` keeping ``num_draws`` draws, for faster prediction (``bayesinf.compress``)."""
+        from .compress import compress
+
+        return compress(self, num_draws, method, seed)
+
+    def export(self, path, max_rows: int | None = None, **kwargs):
+        """Write the compiled predictive function, draws and manifest to ``path``, loadable without
+        the model's code by ``bayesinf.load_predictor`` (see ``bayesinf.export.export``)."""
+        from .export import export
+
+        return export(self, path, max_rows=max_rows, **kwargs)
+
     # ----------------------------------------------------------------- persistence
-    def save(self, path) -> None:
-        """Save to directory ``path`` (npz arrays + JSON manifest with checksums; atomic)."""
+    def save(self, path, draws_dtype: str | None = None) -> None:
+        """Save to directory ``path`` (npz arrays + JSON manifest with checksums; atomic).
+
+        ``draws_dtype`` ("float16" or "bfloat16") stores the posterior draws in 16 bits (half the
+        file); loading gives float32 draws. Default: as they are.
+        """
         from .persistence import save
 
-        save(self, path)
+        save(self, path, draws_dtype=draws_dtype)

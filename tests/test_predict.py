@@ -209,16 +209,17 @@ def test_compile_count_one_per_bucket(small_data):
     fn = post.predict_fn()
     assert fn is post.predict_fn()  # built once and reused
     assert fn.compile_count() == 0
+    X = np.concatenate([small_data["X"], small_data["X"]])  # 120 rows
     seen = set()
-    for rows in (1, 3, 5, 7):
-        post.predict(small_data["X"][:rows])
+    for rows in (1, 3, 17, 40):  # buckets: one row block (16 rows) at least, then powers of two
+        post.predict(X[:rows])
         seen.add(bucket_size(rows, fn.max_rows))
         assert fn.compile_count() == len(seen)
-    assert seen == {1, 4, 8}
-    for rows in (7, 6, 5, 4, 3, 1):  # buckets 8, 8, 8, 4, 4, 1: all compiled already
-        post.predict(small_data["X"][:rows], seed=rows)
+    assert seen == {16, 32, 64}
+    for rows in (40, 33, 32, 20, 16, 7, 1):  # buckets 64, 64, 32, 32, 16, 16, 16: all compiled already
+        post.predict(X[:rows], seed=rows)
     assert fn.compile_count() == 3
-    post.predict(small_data["X"][:2])  # bucket 2: one more
+    post.predict(X[:100])  # bucket 128: one more
     assert fn.compile_count() == 4
 
 
@@ -230,16 +231,16 @@ def test_memory_budget_chunks(linreg_nuts, linreg_problem):
     assert fn.max_rows == 16
     x = linreg_problem.X[:100]
     chunked = linreg_nuts.predict(x, levels=LEVELS, seed=9, memory_budget=budget)
-    # 100 rows = 6 chunks of 16 and one of 4: two compiled buckets
-    assert fn.compile_count() == 2
+    # 100 rows = 6 chunks of 16 and one of 4, padded to one 16-row block: one compiled bucket
+    assert fn.compile_count() == 1
     whole = linreg_nuts.predict(x, levels=LEVELS, seed=9)
     assert chunked.mean.shape == whole.mean.shape == (100,)
     assert chunked["y"].lower.shape == whole["y"].lower.shape == (2, 100)
     assert chunked.draws.shape == whole.draws.shape == (n_draws, 100)
-    # Chunks draw other random numbers, from the same predictive distribution: the two means
-    # differ by the noise of two independent means of the same posterior draws, SE sd*sqrt(2/n).
-    n_mean = draws_ess(whole.draws, linreg_nuts.num_chains, "mean")
-    np.testing.assert_array_less(np.abs(chunked.mean - whole.mean), 4 * whole.sd * np.sqrt(2 / n_mean))
+    # A row's draws depend only on the seed, the draw and its index: chunking changes nothing.
+    np.testing.assert_array_equal(chunked.draws, whole.draws)
+    for attr in ("mean", "median", "sd", "lower", "upper"):
+        np.testing.assert_array_equal(getattr(chunked["y"], attr), getattr(whole["y"], attr))
     again = linreg_nuts.predict(x, levels=LEVELS, seed=9, memory_budget=budget)
     np.testing.assert_array_equal(again.draws, chunked.draws)
     # the summaries are those of the draws, chunk boundaries included
@@ -258,3 +259,16 @@ def test_return_draws_false(linreg_nuts, linreg_problem):
     np.testing.assert_array_equal(lean.interval(0.9)[0], kept.interval(0.9)[0])  # stored level: fine
     with pytest.raises(bi.InputError, match="return_draws=True"):
         lean.interval(0.7)  # a new level needs the draws
+
+
+def test_row_draws_do_not_depend_on_the_request(linreg_nuts, linreg_problem):
+    """A row's draws are a function of (seed, draw, row index): the same in a small request, a
+    large one, a chunked one or one given a ``row_offset``."""
+    x = linreg_problem.X[:150]
+    whole = linreg_nuts.predict(x, seed=11)
+    np.testing.assert_array_equal(linreg_nuts.predict(x[:3], seed=11).draws, whole.draws[:, :3])
+    part = linreg_nuts.predict(x[41:120], seed=11, row_offset=41)
+    np.testing.assert_array_equal(part.draws, whole.draws[:, 41:120])
+    np.testing.assert_array_equal(part.mean, whole.mean[41:120])
+    with pytest.raises(bi.InputError, match="row_offset"):
+        linreg_nuts.predict(x, row_offset=-1)
