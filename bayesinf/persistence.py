@@ -110,15 +110,68 @@ def atomic_directory(path, manifest_name: str, what: str):
         raise
 
 
-def save(posterior, path) -> Path:
+#: Storage precisions of posterior draws: ``float16`` (11-bit significand, largest 65504) and
+#: ``bfloat16`` (8-bit significand, float32's range; npz has no bfloat16, so its bits are stored
+#: as ``uint16`` and the manifest records the encoding). Both load as float32.
+DRAWS_DTYPES = ("float16", "bfloat16")
+
+
+def encode_draws(name: str, values: np.ndarray, draws_dtype: str | None) -> tuple[np.ndarray, str | None]:
+    """``values`` as stored with ``draws_dtype``, and the encoding to record (None: stored as is).
+
+    Integer draws (discrete sites) are never reduced. Raises ``InputError`` naming the site when
+    a value does not fit the storage type (overflow, or a nonzero value that would become 0).
+    """
+    if draws_dtype is None or not np.issubdtype(values.dtype, np.floating):
+        return values, None
+    if draws_dtype not in DRAWS_DTYPES:
+        raise InputError("draws_dtype", f"must be one of {DRAWS_DTYPES} or None; got {draws_dtype!r}")
+    import ml_dtypes
+
+    target = np.float16 if draws_dtype == "float16" else ml_dtypes.bfloat16
+    with np.errstate(over="ignore", under="ignore"):
+        stored = values.astype(target)
+    wide = stored.astype(np.float32)
+    lost = (np.isfinite(values) & ~np.isfinite(wide)) | ((values != 0) & (wide == 0))
+    if lost.any():
+        where = tuple(int(i) for i in np.argwhere(lost)[0])
+        raise InputError(f"draws['{name}']", f"has value {values[where]!r} at {where}, which {draws_dtype} cannot "
+                         f"hold (largest {float(ml_dtypes.finfo(target).max):.4g}, "
+                         f"smallest {float(ml_dtypes.finfo(target).smallest_subnormal):.3g})",
+                         hint="Save with draws_dtype='bfloat16' (float32's range) or None.")
+    return (stored.view(np.uint16), "bfloat16") if draws_dtype == "bfloat16" else (stored, "float16")
+
+
+def decode_draws(values: np.ndarray, encoding: str | None) -> np.ndarray:
+    """Inverse of ``encode_draws``: float32 draws from stored 16-bit values."""
+    if encoding is None:
+        return values
+    if encoding == "bfloat16" and values.dtype == np.uint16:
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    if encoding == "float16" and values.dtype == np.float16:
+        return values.astype(np.float32)
+    raise ValueError(f"array of dtype {values.dtype} does not match its recorded encoding {encoding!r}")
+
+
+def save(posterior, path, draws_dtype: str | None = None) -> Path:
     """Write ``posterior`` to the directory ``path`` atomically; an existing model there is replaced.
 
+    ``draws_dtype`` ("float16", "bfloat16" or None) is the storage precision of the posterior
+    draws (see ``DRAWS_DTYPES``); data and sampler statistics keep theirs.
+
     Raises ``InputError`` if ``path`` exists and is neither a model directory (with
-    ``manifest.json``) nor an empty directory.
+    ``manifest.json``) nor an empty directory, for an unknown ``draws_dtype`` or a draw it
+    cannot hold.
     """
     path = Path(path)
     _check_static_json(posterior.schema.static)
-    arrays = {f"posterior/{k}": v for k, v in posterior.draws.items()}
+    if draws_dtype is not None and draws_dtype not in DRAWS_DTYPES:
+        raise InputError("draws_dtype", f"must be one of {DRAWS_DTYPES} or None; got {draws_dtype!r}")
+    arrays, encodings = {}, {}
+    for k, v in posterior.draws.items():
+        arrays[f"posterior/{k}"], encoding = encode_draws(k, np.asarray(v), draws_dtype)
+        if encoding is not None:
+            encodings[f"posterior/{k}"] = encoding
     arrays.update({f"sample_stats/{k}": v for k, v in posterior.sample_stats.items()})
     arrays.update({f"data/{k}": v for k, v in posterior.data.items()})
     if posterior.losses is not None:
@@ -139,10 +192,12 @@ def save(posterior, path) -> Path:
             "dtype": posterior.dtype,
             "seed": posterior.seed,
             "settings": posterior.settings,
-            "info": {k: v for k, v in posterior.info.items() if isinstance(v, (int, float, str, bool, type(None)))},
+            "info": _plain_info(posterior.info),
             "schema": posterior.schema.to_json(),
             "sites": posterior.sites.to_json(),
-            "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in arrays.items()},
+            "draws_dtype": draws_dtype,
+            "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str,
+                           **({"encoding": encodings[k]} if k in encodings else {})} for k, v in arrays.items()},
             "files": {ARRAYS: _sha256(tmp / ARRAYS)},
         }
         with open(tmp / MANIFEST, "w") as f:
@@ -150,6 +205,24 @@ def save(posterior, path) -> Path:
             f.flush()
             os.fsync(f.fileno())
     return path
+
+
+_SCALARS = (int, float, str, bool, type(None))
+
+
+#: Records of ``Posterior.info`` kept on save besides its scalar facts (their scalar fields, nested).
+_INFO_RECORDS = ("compression", "lineage")
+
+
+def _plain_info(info) -> dict:
+    """The JSON-safe part of ``Posterior.info``: scalar facts, and the ``_INFO_RECORDS``."""
+    def plain(record: dict) -> dict:
+        return {k: plain(v) if isinstance(v, dict) else v for k, v in record.items()
+                if isinstance(v, _SCALARS) or isinstance(v, dict)}
+
+    out = {k: v for k, v in info.items() if isinstance(v, _SCALARS)}
+    out.update({k: plain(info[k]) for k in _INFO_RECORDS if isinstance(info.get(k), dict)})
+    return out
 
 
 def _model_spec(model) -> dict | None:
@@ -250,6 +323,12 @@ def load(path, model: Callable | None = None):
         raise ModelFileError(path / ARRAYS, f"unreadable arrays ({exc})") from None
     except Exception as exc:
         raise ModelFileError(path / ARRAYS, f"corrupt array file ({type(exc).__name__}: {exc})") from None
+    try:
+        for k, meta in manifest.get("arrays", {}).items():
+            if k in arrays and isinstance(meta, dict) and meta.get("encoding") is not None:
+                arrays[k] = decode_draws(arrays[k], meta["encoding"])
+    except ValueError as exc:
+        raise ModelFileError(path / MANIFEST, f"invalid array encoding ({exc})") from None
     if model is None and manifest.get("model_spec") is not None:
         spec = manifest["model_spec"]
         try:
