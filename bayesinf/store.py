@@ -33,7 +33,7 @@ from .persistence import _fsync_dir, _sha256, _versions, import_model
 from .persistence import load as load_posterior
 from .persistence import save as save_posterior
 
-__all__ = ["ModelStore", "STORE_FORMAT", "STORE_FORMAT_VERSION", "check_name"]
+__all__ = ["ModelStore", "STORE_FORMAT", "STORE_FORMAT_VERSION", "check_name", "describe_inputs", "column_statistics"]
 
 STORE_FORMAT = "bayesinf.store.version"
 STORE_FORMAT_VERSION = 1
@@ -44,6 +44,10 @@ MAX_NAME_LENGTH = 64
 #: Integer row arguments with at most this many distinct values at fit have them listed as
 #: categories in the metadata.
 MAX_CATEGORIES = 1000
+#: Float columns with at most this many distinct values at fit, each seen 5 times on average
+#: (indicators, coded levels), have their value counts saved too, so drift checks treat them as
+#: categorical.
+MAX_DISCRETE_VALUES = 20
 RESERVED_ALIASES = ("latest",)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -88,14 +92,67 @@ def _column_names(spec) -> list[str]:
     return [f"{spec.name}[{i}]" for i in range(int(np.prod(spec.shape)))]
 
 
+def column_statistics(values, categorical: bool = False) -> dict:
+    """Summary statistics of one training-input column ``(rows,)`` (the format drift checks read).
+
+    Numbers: count, mean, sd, min, max, the 1/5/25/50/75/95/99% quantiles and the percentiles
+    0, 1, ..., 100 (``percentiles``, 101 values); integer and boolean columns, ``categorical``
+    ones, and float columns of at most ``MAX_DISCRETE_VALUES`` distinct values seen 5 times each on
+    average also get their value counts (keys are the values written ``%d`` or ``%.17g``). Text
+    columns (categorical levels) get their count and value counts only (keys are the levels), the
+    value counts left out beyond ``MAX_CATEGORIES`` levels.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind not in "biuf":
+        uniq, counts = np.unique(values.astype(str), return_counts=True)
+        stats = {"count": int(values.size), "mean": None}
+        if uniq.size <= MAX_CATEGORIES:
+            stats["value_counts"] = {str(u): int(c) for u, c in zip(uniq, counts)}
+        return stats
+    x = values.astype(np.float64)
+    stats = {
+        "count": int(x.size), "mean": float(x.mean()), "sd": float(x.std(ddof=1)) if x.size > 1 else 0.0,
+        "min": float(x.min()), "max": float(x.max()),
+        "quantiles": {f"{q:g}": float(v) for q, v in
+                      zip((0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99),
+                          np.quantile(x, (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)))},
+    }
+    stats["percentiles"] = [float(v) for v in np.quantile(x, np.linspace(0.0, 1.0, 101))]
+    if values.dtype.kind in "biu":
+        uniq, counts = np.unique(values, return_counts=True)
+        if uniq.size <= MAX_CATEGORIES:
+            stats["value_counts"] = {str(int(u)): int(c) for u, c in zip(uniq, counts)}
+    else:
+        uniq, counts = np.unique(x, return_counts=True)
+        if uniq.size <= MAX_DISCRETE_VALUES and 5 * uniq.size <= x.size or categorical and uniq.size <= MAX_CATEGORIES:
+            stats["value_counts"] = {f"{u:.17g}": int(c) for u, c in zip(uniq, counts)}
+    return stats
+
+
 def describe_inputs(posterior) -> dict:
     """Input schema and summary statistics of the training inputs (for validation and drift checks).
 
     Returns ``{"schema": ..., "arguments": {name: {...}}}`` where each row argument lists its
     dtype, per-row shape, column names, the value range seen at fit, the allowed categories of an
-    integer argument, and per column: count, mean, sd, min, max and the 1/5/25/50/75/95/99%
-    quantiles (integer columns also get their value counts).
+    integer argument, and per column the ``column_statistics``.
+
+    Formula models (``bayesinf.formula``) take data columns, not their design arrays:
+    ``"columns"`` lists the model's input columns (``InputColumn.to_json``), and when the
+    posterior keeps their statistics (``settings["input_statistics"]``, set by ``Model.fit``)
+    ``"arguments"`` has one entry per data column, keyed by its name (else, for a formula model
+    fit by ``bayesinf.fit`` directly, the design arrays are described as for any model).
     """
+    input_columns = getattr(posterior.model, "input_columns", None)
+    formula_columns = input_columns() if callable(input_columns) else None
+    if formula_columns is not None:
+        column_stats = posterior.settings.get("input_statistics") or {}
+        described = {"schema": posterior.schema.to_json(), "columns": [c.to_json() for c in formula_columns]}
+        if all(c.name in column_stats for c in formula_columns):
+            described["arguments"] = {
+                c.name: {"dtype": c.dtype, "shape": [], "columns": None, "kind": c.kind,
+                         "levels": None if c.levels is None else list(c.levels),
+                         "statistics": {c.name: column_stats[c.name]}} for c in formula_columns}
+            return described
     arguments = {}
     for spec in posterior.schema.specs:
         if spec.role != "rows":
@@ -103,21 +160,7 @@ def describe_inputs(posterior) -> dict:
         values = np.asarray(posterior.data[spec.name])
         flat = values.reshape(values.shape[0], -1)
         is_int = np.issubdtype(values.dtype, np.integer) or values.dtype == bool
-        columns = {}
-        for j, col in enumerate(_column_names(spec)):
-            x = flat[:, j].astype(np.float64)
-            stats = {
-                "count": int(x.size), "mean": float(x.mean()), "sd": float(x.std(ddof=1)) if x.size > 1 else 0.0,
-                "min": float(x.min()), "max": float(x.max()),
-                "quantiles": {f"{q:g}": float(v) for q, v in
-                              zip((0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99),
-                                  np.quantile(x, (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)))},
-            }
-            if is_int:
-                uniq, counts = np.unique(flat[:, j], return_counts=True)
-                if uniq.size <= MAX_CATEGORIES:
-                    stats["value_counts"] = {str(int(u)): int(c) for u, c in zip(uniq, counts)}
-            columns[col] = stats
+        columns = {col: column_statistics(flat[:, j]) for j, col in enumerate(_column_names(spec))}
         entry = {
             "dtype": spec.dtype, "shape": list(spec.shape),
             "columns": None if spec.columns is None else list(spec.columns),
@@ -129,6 +172,8 @@ def describe_inputs(posterior) -> dict:
             uniq = np.unique(flat)
             entry["categories"] = [int(u) for u in uniq] if uniq.size <= MAX_CATEGORIES else None
         arguments[spec.name] = entry
+    if formula_columns is not None:  # fit without ``Model.fit``: only the design arrays are known
+        return {**described, "arguments": arguments}
     return {"schema": posterior.schema.to_json(), "arguments": arguments}
 
 
@@ -266,6 +311,8 @@ class ModelStore:
                 "observed_sites": list(posterior.sites.observed),
                 "num_classes": dict(posterior.sites.num_classes),
                 "inputs": describe_inputs(posterior),
+                # Where an updated posterior came from (``Posterior.update``): parent version, mode, rows added.
+                "lineage": posterior.info.get("lineage") or posterior.settings.get("lineage"),
                 "files": files,
             }
             number = 0
@@ -290,6 +337,7 @@ class ModelStore:
                                          "a new version number, or none for the next one") from None
                     continue
                 _fsync_dir(directory)
+                posterior.info["store"] = {"name": name, "version": number}  # the parent of a later update
                 return number
             raise RuntimeError(f"could not claim a version of '{name}' after 1000 attempts")  # pragma: no cover
         finally:
@@ -395,7 +443,9 @@ class ModelStore:
             A file is missing, corrupt or tampered with, or the model function cannot be imported.
         """
         self.metadata(name, version)
-        return load_posterior(self.path(name, version) / MODEL_DIR, model=model)
+        posterior = load_posterior(self.path(name, version) / MODEL_DIR, model=model)
+        posterior.info["store"] = {"name": name, "version": self.resolve(name, version)}
+        return posterior
 
     def list(self) -> list[dict]:
         """One entry per name: ``{"name", "versions", "latest", "aliases"}``."""

@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     store.set_alias("radon", "production", version)
     print(f"saved radon version {version} to {root}: {store.list()}")
 
-    # 2. Serve (the same as running `bayesinf serve <root> --port <port>` in a terminal).
+    # 2. Serve (the same as running `bayesinf serve <root> --port <port>` in a terminal). Every
+    #    prediction is recorded to <root>/monitor.sqlite3 unless `--monitor-db off` is given.
     port = args.port
     if not port:
         with socket.socket() as s:
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
         r = httpx.post(f"{base}/v1/models/radon/versions/production/predict", json=body)
         r.raise_for_status()
         answer = r.json()
-        print(f"model {answer['model']} version {answer['version']}:")
+        print(f"model {answer['model']} version {answer['version']} (request id {answer['request_id']}, "
+              f"also in the X-Request-ID header: {r.headers['x-request-id'] == answer['request_id']}):")
         for row, p in zip(body["instances"], answer["predictions"]):
             i90 = p["log_radon"]["intervals"]["0.9"]
             print(f"  {row}: mean {p['log_radon']['mean']:.3f}, 90% [{i90['lower']:.3f}, {i90['upper']:.3f}]")

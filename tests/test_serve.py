@@ -1,10 +1,12 @@
 """The HTTP service, in process: httpx against the ASGI app (lifespan included), solo requests equal
 to in-process ``Posterior.predict``, strict input errors naming the field, micro-batching without
-recompiling, API keys, limits, metrics, and a bounded schemathesis run against the OpenAPI schema."""
+recompiling, request ids and the monitoring hook, API keys, limits, metrics, and a bounded
+schemathesis run against the OpenAPI schema."""
 
 import asyncio
 import json
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -83,13 +85,50 @@ def store(tmp_path_factory, tiny_linreg, tiny_grouped, tiny_frame, logistic_svi)
     return store
 
 
+class FakeMonitor:
+    """Stands in for ``bayesinf.monitor.Recorder``: keeps what the service hands it, serves a route."""
+
+    def __init__(self, fail: bool = False):
+        self.predictions, self.errors, self.closed, self.fail = [], [], False, fail
+
+    def record_prediction(self, **record):
+        if self.fail:
+            raise RuntimeError("the monitoring database is down")
+        self.predictions.append(record)
+
+    def record_error(self, **record):
+        if self.fail:
+            raise RuntimeError("the monitoring database is down")
+        self.errors.append(record)
+
+    def router(self):
+        from fastapi import APIRouter
+
+        router = APIRouter()
+
+        @router.get("/v1/models/{name}/monitor")
+        async def monitor(name: str):
+            return {"name": name, "predictions": len(self.predictions)}
+
+        return router
+
+    def close(self):
+        self.closed = True
+
+
 @pytest.fixture(scope="module")
-def client(store):
+def monitor():
+    return FakeMonitor()
+
+
+@pytest.fixture(scope="module")
+def client(store, monitor):
     c = AppClient(create_app(store.root, max_rows=MAX_ROWS, max_return_draws=50, max_body_bytes=64_000,
-                             max_batch=16))
+                             max_batch=16, monitor=monitor))
     c.wait_ready()
     yield c
     c.close()
+    assert monitor.closed
 
 
 def served(client, name, version):
@@ -248,6 +287,89 @@ def test_concurrent_single_rows_are_micro_batched_without_recompiling(client, ti
     assert model.posterior.predict_fn().compile_count() == compiled
 
 
+# ----------------------------------------------------------------------------- request ids, monitoring
+def test_predict_responses_carry_a_request_id(client):
+    ok = client.post("/v1/models/lin/predict", json={"instances": [{"X": [0.1, 0.2]}]})
+    bad = client.post("/v1/models/lin/predict", json={"instances": [{"X": [0.1]}]})
+    unknown = client.post("/v1/models/nope/versions/1/predict", json={"instances": [{"X": [0.1, 0.2]}]})
+    ids = []
+    for r in (ok, bad, unknown):
+        rid = r.headers["x-request-id"]
+        assert len(rid) == 32 and int(rid, 16) >= 0 and r.json()["request_id"] == rid
+        ids.append(rid)
+    assert len(set(ids)) == 3
+    assert "x-request-id" not in client.get("/healthz").headers
+    assert "x-request-id" not in client.get("/v1/models").headers
+
+
+def test_monitor_sees_every_predict_request(client, monitor, small_data):
+    before_ok, before_errors = len(monitor.predictions), len(monitor.errors)
+    x = small_data["X"][:3]
+    r = client.post("/v1/models/lin/versions/production/predict",
+                    json={"instances": {"X": x.tolist()}, "levels": [0.8], "kind": "hdi", "seed": 3})
+    assert r.status_code == 200
+    (record,) = monitor.predictions[before_ok:]
+    assert record["request_id"] == r.headers["x-request-id"]
+    assert (record["model"], record["version"], record["levels"], record["kind"]) == ("lin", 1, (0.8,), "hdi")
+    assert record["rows"] == r.json()["predictions"]  # exactly what the caller got
+    assert list(record["inputs"]) == ["X"] and record["inputs"]["X"].shape == (3, 2)
+    np.testing.assert_array_equal(record["inputs"]["X"], x.astype(record["inputs"]["X"].dtype))
+    assert 0 < record["latency_ms"] < 60_000 and abs(record["received_at"] - time.time()) < 60
+    # failures: resolved model and version when known, the status code
+    assert client.post("/v1/models/grouped/predict", json={"instances": [{"X": [0, 0], "g": 7}]}).status_code == 422
+    assert client.post("/v1/models/nope/predict", json={"instances": []}).status_code == 404
+    assert client.post("/v1/models/lin/predict", content=b"{", headers={"content-type": "application/json"}
+                       ).status_code == 400
+    errors = monitor.errors[before_errors:]
+    assert [(e["model"], e["version"], e["status"]) for e in errors] == [("grouped", 1, 422), (None, None, 404),
+                                                                         ("lin", 2, 400)]
+    assert all(e["latency_ms"] > 0 and e["received_at"] > 0 for e in errors)
+    assert len(monitor.predictions) == before_ok + 1  # failures are not predictions
+    client.get("/v1/models")  # other routes are not predict requests
+    assert len(monitor.errors) == before_errors + 3
+    # the recorder's own routes are served
+    assert client.get("/v1/models/lin/monitor").json() == {"name": "lin", "predictions": len(monitor.predictions)}
+
+
+def test_micro_batched_requests_each_reach_the_monitor(client, monitor, small_data):
+    before = len(monitor.predictions)
+    x = small_data["X"][:12]
+    responses = client.gather([("POST", "/v1/models/lin/predict", {"json": {"instances": [{"X": row.tolist()}]}})
+                               for row in x])
+    by_id = {r.headers["x-request-id"]: r.json()["predictions"] for r in responses}
+    recorded = {p["request_id"]: p for p in monitor.predictions[before:]}
+    assert recorded.keys() == by_id.keys()
+    for rid, record in recorded.items():
+        assert record["rows"] == by_id[rid] and record["inputs"]["X"].shape == (1, 2)
+
+
+def test_a_failing_monitor_never_fails_a_request_and_cors(tmp_path, tiny_linreg):
+    """Also the predict routes as FastAPI routes: with CORS on, requests go through the framework."""
+    store = ModelStore(tmp_path / "models")
+    store.save(tiny_linreg, name="lin")
+    monitor = FakeMonitor(fail=True)
+    origin = "https://example.com"
+    c = AppClient(create_app(store.root, max_rows=8, monitor=monitor, cors_origins=(origin,)))
+    try:
+        c.wait_ready()
+        r = c.post("/v1/models/lin/predict", json={"instances": [{"X": [0.5, -1.0]}], "seed": 4},
+                   headers={"origin": origin})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
+        assert r.headers["x-request-id"] == r.json()["request_id"]
+        expected = tiny_linreg.predict(np.array([[0.5, -1.0]]), seed=4)
+        assert r.json()["predictions"][0]["y"]["intervals"] == intervals_of(expected, 0)
+        r = c.post("/v1/models/lin/versions/1/predict", json={"instances": [{"X": [0]}]})
+        assert r.status_code == 422 and r.json()["detail"]["field"] == "instances[0].X"
+        assert "bayesinf_monitor_failures_total 2" in c.get("/metrics").text
+    finally:
+        c.close()
+
+
+def test_monitor_must_have_the_record_methods(store):
+    with pytest.raises(TypeError, match="record_prediction"):
+        create_app(store.root, monitor=object())
+
+
 # ----------------------------------------------------------------------------- metrics, security
 def test_metrics_are_prometheus_text(client):
     client.post("/v1/models/lin/predict", json={"instances": [{"X": [0, 0]}]})
@@ -261,11 +383,12 @@ def test_metrics_are_prometheus_text(client):
 
 
 def test_api_key_and_cors_off(store):
-    c = AppClient(create_app(store.root, api_key=API_KEY, max_rows=8, max_batch=1))
+    monitor = FakeMonitor()
+    c = AppClient(create_app(store.root, api_key=API_KEY, max_rows=8, max_batch=1, monitor=monitor))
     try:
         c.wait_ready()
         assert c.get("/healthz").status_code == 200
-        for url in ("/v1/models", "/metrics", "/openapi.json", "/v1/models/lin"):
+        for url in ("/v1/models", "/metrics", "/openapi.json", "/v1/models/lin", "/v1/models/lin/monitor"):
             r = c.get(url)
             assert r.status_code == 401 and r.json()["detail"]["field"] == "api_key"
         body = {"instances": [{"X": [0, 0]}]}
@@ -276,6 +399,9 @@ def test_api_key_and_cors_off(store):
         assert r.status_code == 200
         r = c.get("/v1/models", headers={"origin": "https://example.com", "x-api-key": API_KEY})
         assert "access-control-allow-origin" not in r.headers
+        assert c.get("/v1/models/lin/monitor", headers={"x-api-key": API_KEY}).status_code == 200
+        # refused requests reach the monitor as errors, with no model resolved
+        assert [(e["model"], e["status"]) for e in monitor.errors] == [(None, 401), (None, 401)]
     finally:
         c.close()
 

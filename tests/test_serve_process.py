@@ -1,14 +1,18 @@
-"""A real ``bayesinf serve`` process on 127.0.0.1: start it, wait for ``/readyz``, predict, stop it."""
+"""A real ``bayesinf serve`` process on 127.0.0.1: start it, wait for ``/readyz``, predict, stop it;
+and how ``--monitor-db`` chooses the prediction recorder."""
 
+import importlib.util
 import os
 import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from bayesinf.store import ModelStore
 
@@ -49,6 +53,7 @@ def test_bayesinf_serve_process(tmp_path, tiny_linreg):
             assert client.post("/v1/models/lin/predict", json=body).status_code == 401
             r = client.post("/v1/models/lin/predict", json=body, headers={"X-API-Key": "secret"})
             assert r.status_code == 200, r.text
+            assert r.headers["x-request-id"] == r.json()["request_id"]
             expected = tiny_linreg.predict(np.array([[0.5, -1.0]]), seed=4, levels=(0.5, 0.9))
             got = r.json()["predictions"][0]["y"]
             assert got["mean"] == float(expected.mean[0])
@@ -63,3 +68,41 @@ def test_bayesinf_serve_process(tmp_path, tiny_linreg):
             server.wait()
         server.stdout.close()
     assert server.returncode in (0, -15)
+    if importlib.util.find_spec("bayesinf.monitor") is not None:  # monitoring is on by default
+        assert (Path(store.root) / "monitor.sqlite3").is_file()
+
+
+class Recorder:
+    def __init__(self, url, store=None):
+        self.url, self.store = url, store
+
+
+@pytest.fixture
+def fake_monitor_module(monkeypatch):
+    module = types.ModuleType("bayesinf.monitor")
+    module.Recorder = Recorder
+    monkeypatch.setitem(sys.modules, "bayesinf.monitor", module)
+
+
+def test_monitor_db_option(tmp_path, fake_monitor_module):
+    from bayesinf.cli import _monitor
+
+    assert _monitor("off", str(tmp_path)) is None and _monitor("OFF", str(tmp_path)) is None
+    assert _monitor("postgresql+psycopg://db/monitoring", str(tmp_path)).url == "postgresql+psycopg://db/monitoring"
+    default = _monitor(None, str(tmp_path))  # beside the models, in the store's root
+    assert default.url == f"sqlite:///{(tmp_path.resolve() / 'monitor.sqlite3').as_posix()}"
+    assert default.store == str(tmp_path)
+
+
+def test_monitor_db_that_cannot_open_stops_serve(tmp_path, monkeypatch, capsys):
+    from bayesinf.cli import main
+
+    module = types.ModuleType("bayesinf.monitor")
+
+    def refuse(url, store=None):
+        raise ValueError(f"cannot open {url}")
+
+    module.Recorder = refuse
+    monkeypatch.setitem(sys.modules, "bayesinf.monitor", module)
+    assert main(["serve", str(tmp_path), "--monitor-db", "sqlite:////nonexistent/dir/m.db"]) == 2
+    assert "--monitor-db: cannot open sqlite:////nonexistent/dir/m.db" in capsys.readouterr().err

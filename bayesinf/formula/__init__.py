@@ -6,11 +6,11 @@
 >>> post.predict(new_df, levels=(0.5, 0.9), new_groups="sample")               # doctest: +SKIP
 """
 
-from .design import NEW_GROUPS, Design
+from .design import NEW_GROUPS, Design, InputColumn
 from .families import FAMILIES, LINKS, Family, get_family
 from .model import FormulaModel, Model, build_model
 from .parse import GroupTerm, ParsedFormula, parse_formula
 from .priors import Prior, default_priors
 
 __all__ = ["Model", "FormulaModel", "Prior", "build_model", "parse_formula", "ParsedFormula", "GroupTerm",
-           "Design", "NEW_GROUPS", "Family", "FAMILIES", "LINKS", "get_family", "default_priors"]
+           "Design", "InputColumn", "NEW_GROUPS", "Family", "FAMILIES", "LINKS", "get_family", "default_priors"]

@@ -8,6 +8,7 @@ keep the list of levels seen at fit; a level outside it maps to the "new level" 
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -18,10 +19,14 @@ import numpy as np
 from ..errors import InputError
 from .parse import GroupTerm, ParsedFormula
 
-__all__ = ["MatrixDesign", "GroupDesign", "Design", "NEW_GROUPS", "fit_design"]
+__all__ = ["MatrixDesign", "GroupDesign", "Design", "InputColumn", "NEW_GROUPS", "MAX_LISTED_LEVELS", "fit_design"]
 
 #: How prediction treats group levels not seen at fit.
 NEW_GROUPS = ("sample", "population", "error")
+#: Group-factor columns with more distinct values than this at fit do not list their levels.
+MAX_LISTED_LEVELS = 1000
+#: JSON types of data columns, from the column's dtype at fit.
+VALUE_TYPES = ("number", "integer", "boolean", "string")
 
 _C_CALL = re.compile(r"^C\(\s*([A-Za-z_][A-Za-z0-9_.]*)")
 
@@ -115,6 +120,11 @@ class MatrixDesign:
         design = cls(formula, columns, tuple(terms), variables, state)
         return design, np.asarray(matrix.to_numpy(), dtype=np.float64)
 
+    @functools.cached_property
+    def _model_spec(self):
+        """The formulaic ``ModelSpec``, built once per design (it is immutable)."""
+        return self._spec()
+
     def _spec(self):
         from formulaic import ModelSpec
         from formulaic.parser.types import Factor
@@ -147,6 +157,8 @@ class MatrixDesign:
             seen at fit.
         """
         _check_columns(data, self.variables, f"the formula '{self.formula}'")
+        if not self.variables and self.columns == ("Intercept",):  # '(1 | g)': a column of ones
+            return np.ones((len(data), 1), dtype=np.float64)
         for column, levels in self.categories().items():
             seen = set(levels)
             unseen = [v for v in dict.fromkeys(data[column].tolist()) if v not in seen]
@@ -160,7 +172,7 @@ class MatrixDesign:
         with warnings.catch_warnings():
             warnings.simplefilter("error", DataMismatchWarning)
             try:
-                matrix = self._spec().get_model_matrix(data)
+                matrix = self._model_spec.get_model_matrix(data)
             except DataMismatchWarning as exc:
                 raise InputError("data", f"has categorical levels not seen at fit: {exc}") from None
         if tuple(str(c) for c in matrix.columns) != self.columns:
@@ -246,13 +258,134 @@ def _effect_name(term: str) -> str:
 
 
 @dataclass(frozen=True)
+class InputColumn:
+    """A data column a formula model reads at predict time.
+
+    Attributes
+    ----------
+    name : str
+        Column name in the DataFrame.
+    kind : {"numeric", "categorical"}
+        Categorical: a factor of the fixed part (``g`` or ``C(g)`` with levels), a group factor
+        (``(1 | g)``), or any non-numeric column.
+    value_type : {"number", "integer", "boolean", "string"}
+        JSON type of the column's values, from its dtype at fit.
+    levels : tuple or None
+        Categorical columns: the levels seen at fit, as plain values of ``value_type`` (None for a
+        group factor with more than ``MAX_LISTED_LEVELS``). None for numeric columns.
+    new_levels : bool
+        True for a column read only as a group factor: a level not seen at fit is predicted as
+        ``new_groups`` says. False: a value outside ``levels`` is an error.
+    """
+
+    name: str
+    kind: str
+    value_type: str
+    levels: tuple | None = None
+    new_levels: bool = False
+
+    @property
+    def dtype(self) -> str:
+        """numpy dtype a DataFrame column of this input gets."""
+        return {"number": "float64", "integer": "int64", "boolean": "bool", "string": "object"}[self.value_type]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "value_type": self.value_type,
+                "levels": None if self.levels is None else list(self.levels), "new_levels": self.new_levels}
+
+    @classmethod
+    def from_json(cls, d) -> "InputColumn":
+        return cls(str(d["name"]), str(d["kind"]), str(d["value_type"]),
+                   None if d.get("levels") is None else tuple(d["levels"]), bool(d.get("new_levels", False)))
+
+
+def _value_type(column) -> str:
+    import pandas as pd
+
+    dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        dtype = dtype.categories.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "integer"
+    if pd.api.types.is_float_dtype(dtype):
+        return "number"
+    return "string"
+
+
+def _input_columns(fixed: MatrixDesign, groups, trials: str | None, data=None) -> tuple[InputColumn, ...]:
+    """The data columns of a design, in the order the formula names them: fixed-part variables,
+    group-term variables, group factors, trials. ``data`` (the fit's DataFrame) gives the value
+    types and the levels of group factors; without it (designs saved before these were recorded)
+    they are taken from the design's own state."""
+    categories = {}
+    for design in (fixed, *(g.design for g in groups)):
+        categories.update(design.categories())
+    factor_levels = {}
+    for g in groups:
+        for j, column in enumerate(g.term.factor):
+            if data is not None:
+                values = sorted({_plain(v) for v in data[column].unique()}, key=lambda v: _natural(str(v)))
+            else:  # levels are kept as text ('a:b' for several factor columns)
+                values = sorted({level.split(":")[j] if len(g.term.factor) > 1 else level for level in g.levels},
+                                key=_natural)
+            factor_levels[column] = values
+    variables = list(fixed.variables) + [v for g in groups for v in g.design.variables]
+    names = list(dict.fromkeys(variables + list(factor_levels) + ([trials] if trials else [])))
+    out = []
+    for name in names:
+        if data is not None:
+            value_type = _value_type(data[name])
+        elif name in factor_levels and name not in categories:
+            levels = factor_levels[name]
+            value_type = "integer" if all(re.fullmatch(r"-?\d+", v) for v in levels) else "string"
+            factor_levels[name] = [int(v) for v in levels] if value_type == "integer" else levels
+        elif name in categories:
+            value_type = _json_type_of(categories[name])
+        else:
+            value_type = "number"
+        if name in categories:
+            out.append(InputColumn(name, "categorical", value_type, tuple(categories[name]), False))
+        elif name in factor_levels:
+            levels = factor_levels[name]
+            out.append(InputColumn(name, "categorical", value_type,
+                                   tuple(levels) if len(levels) <= MAX_LISTED_LEVELS else None,
+                                   name not in variables))
+        elif value_type == "string":
+            out.append(InputColumn(name, "categorical", value_type, None, False))
+        else:
+            out.append(InputColumn(name, "numeric", value_type))
+    return tuple(out)
+
+
+def _json_type_of(levels) -> str:
+    if all(isinstance(v, bool) for v in levels):
+        return "boolean"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in levels):
+        return "integer"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
+        return "number"
+    return "string"
+
+
+@dataclass(frozen=True)
 class Design:
-    """Everything needed to turn a DataFrame into the formula model's arguments."""
+    """Everything needed to turn a DataFrame into the formula model's arguments.
+
+    ``inputs`` describes the data columns read at predict time (see ``input_columns``).
+    """
 
     response: str
     trials: str | None
     fixed: MatrixDesign
     groups: tuple[GroupDesign, ...]
+    inputs: tuple[InputColumn, ...] = ()
+
+    def input_columns(self) -> tuple[InputColumn, ...]:
+        """The data columns that predict reads: names, numeric or categorical, JSON value types and
+        levels (the response is not one of them)."""
+        return self.inputs or _input_columns(self.fixed, self.groups, self.trials)
 
     def arrays(self, data, *, new_groups: str = "sample", response: bool = False) -> dict[str, np.ndarray]:
         """Model arguments for ``data``: ``X (rows, p)``, ``Z (rows, q)`` and ``groups (rows, terms)``
@@ -281,12 +414,13 @@ class Design:
 
     def to_json(self) -> dict:
         return {"response": self.response, "trials": self.trials, "fixed": self.fixed.to_json(),
-                "groups": [g.to_json() for g in self.groups]}
+                "groups": [g.to_json() for g in self.groups], "inputs": [c.to_json() for c in self.inputs]}
 
     @classmethod
     def from_json(cls, d) -> "Design":
         return cls(str(d["response"]), d.get("trials"), MatrixDesign.from_json(d["fixed"]),
-                   tuple(GroupDesign.from_json(g) for g in d["groups"]))
+                   tuple(GroupDesign.from_json(g) for g in d["groups"]),
+                   tuple(InputColumn.from_json(c) for c in d.get("inputs", ())))
 
 
 def _integers(column, name: str, minimum: int | None = None) -> np.ndarray:
@@ -312,7 +446,8 @@ def fit_design(parsed: ParsedFormula, data) -> Design:
             raise InputError("formula", f"group term '({term.expr} | {term.factor_label})' has no columns")
         levels = tuple(dict.fromkeys(sorted(set(level_keys(data, term.factor)), key=_natural)))
         groups.append(GroupDesign(term, design, levels))
-    return Design(parsed.response, parsed.trials, fixed, tuple(groups))
+    inputs = _input_columns(fixed, groups, parsed.trials, data)
+    return Design(parsed.response, parsed.trials, fixed, tuple(groups), inputs)
 
 
 def _natural(key: str):

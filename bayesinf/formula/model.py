@@ -110,6 +110,11 @@ class FormulaModel:
         with numpyro.plate("rows", X.shape[0]):
             numpyro.sample(self.design.response, self.family.likelihood(eta, self.link, aux, trials), obs=y)
 
+    def input_columns(self):
+        """The data columns ``predict`` reads, as ``InputColumn``s: name, numeric or categorical,
+        JSON value type, levels seen at fit (see ``bayesinf.formula.design.InputColumn``)."""
+        return self.design.input_columns()
+
     # ------------------------------------------------------------------ hooks used by bayesinf
     def arguments(self, data, *, new_groups: str = "sample", response: bool = False) -> dict[str, np.ndarray]:
         """Model arguments for a DataFrame (``response=True`` at fit, to include ``y``)."""
@@ -173,6 +178,14 @@ class FormulaModel:
         return {"groups": (0, self.design.max_group_index)} if self.design.groups else {}
 
 
+def _input_statistics(design: Design, data) -> dict[str, dict]:
+    """Column -> summary statistics of the fit data's input columns (``bayesinf.store``'s format)."""
+    from ..store import column_statistics
+
+    return {c.name: column_statistics(data[c.name].to_numpy(), categorical=c.kind == "categorical")
+            for c in design.input_columns()}
+
+
 def _correlation_cholesky(name: str, dim: int, eta: float):
     """Cholesky factor of a ``dim x dim`` correlation matrix with an LKJ(``eta``) prior.
 
@@ -210,12 +223,17 @@ class Model:
         The NumPyro model (``bayesinf.fit(m.model, **m.data)`` is what ``fit`` does).
     data : dict of str -> np.ndarray
         The model's arguments for the fit data.
+    input_statistics : dict of str -> dict
+        Summary statistics of the fit data's input columns (``bayesinf.store.column_statistics``),
+        kept on the fitted posterior for drift checks.
     """
 
-    def __init__(self, formula: str, model: FormulaModel, data: Mapping[str, np.ndarray]):
+    def __init__(self, formula: str, model: FormulaModel, data: Mapping[str, np.ndarray],
+                 input_statistics: Mapping[str, Any] | None = None):
         self.formula = formula
         self.model = model
         self.data = dict(data)
+        self.input_statistics = dict(input_statistics or {})
 
     @classmethod
     def from_formula(cls, formula: str, data, family: str = "gaussian", link: str | None = None,
@@ -267,7 +285,7 @@ class Model:
         names = set(chosen) | {name for g in design.groups for name, _ in g.effect_names()}
         if design.response in names:
             raise InputError("formula", f"response {design.response!r} clashes with a parameter name")
-        return cls(formula, FormulaModel(design, fam.name, link, chosen), arrays)
+        return cls(formula, FormulaModel(design, fam.name, link, chosen), arrays, _input_statistics(design, data))
 
     @property
     def priors(self) -> dict[str, Prior]:
@@ -284,11 +302,16 @@ class Model:
         """Fit with ``bayesinf.fit`` (same options); returns a ``Posterior``.
 
         Group indices may point at the new-level slot at predict time (``int_ranges`` is set).
+        The posterior's ``settings["input_statistics"]`` keeps summaries of the fit data's input
+        columns (what ``ModelStore`` saves for drift checks: the design arrays are not the
+        columns a user sends).
         """
         from ..fitting import fit
 
         kwargs.setdefault("int_ranges", self.model.int_ranges or None)
-        return fit(self.model, **self.data, method=method, **kwargs)
+        post = fit(self.model, **self.data, method=method, **kwargs)
+        post.settings["input_statistics"] = self.input_statistics
+        return post
 
     def prior_predictive(self, num_draws: int = 500, seed: int = 0, data=None) -> dict[str, np.ndarray]:
         """Draws from the prior and the prior predictive distribution.

@@ -12,193 +12,67 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
-import threading
+import re
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from ..data import InputSchema, prepare_predict_inputs
-from ..errors import BayesinfError, InputError
-from ..predictive import bucket_size
-from ..runtime import precision
-from ..store import ModelStore
+from ..errors import InputError
+from . import codec
 from .batching import MicroBatcher
+from .columns import describe_columns, parse_column_instances
+from .hooks import RECORD_KEY, MonitorHook, PredictRecord
 from .metrics import CONTENT_TYPE, Metrics
-from .schema import (Limits, PredictOptions, error_schema, generic_request_schema, parse_instances, parse_options,
-                     request_schema, response_schema)
+from .schema import (Limits, error_schema, generic_request_schema, parse_instances, parse_options, request_schema,
+                     response_schema)
+from ..store import ModelStore
+from .service import HTTPError, ServedModel, Service, row_payload
 
-__all__ = ["create_app", "Service", "API_KEY_ENV"]
+__all__ = ["create_app", "Service", "ServedModel", "row_payload", "API_KEY_ENV"]
 
 API_KEY_ENV = "BAYESINF_API_KEY"
 #: Routes answered without an API key (liveness and readiness probes).
 OPEN_PATHS = ("/healthz", "/readyz")
+#: Predict routes: their responses carry a request id, and the monitoring hook sees them.
+PREDICT_PATH = re.compile(r"^/v1/models/([^/]+)/(?:versions/([^/]+)/)?predict$")
 logger = logging.getLogger("bayesinf.serve")
 
 
-class HTTPError(Exception):
-    """An error response ``{"detail": {"field": ..., "message": ...}}``."""
-
-    def __init__(self, status: int, field: str, message: str):
-        self.status, self.field, self.message = status, field, message
-        super().__init__(message)
-
-
-def _error_body(field: str, message: str) -> bytes:
-    return json.dumps({"detail": {"field": field, "message": message}}).encode()
+def _error_body(field: str, message: str, request_id: str | None = None) -> bytes:
+    body = {"detail": {"field": field, "message": message}}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return codec.dumps(body)
 
 
 def _input_error(exc: InputError, status: int = 422) -> HTTPError:
     return HTTPError(status, str(exc.field), str(exc))
 
 
-@dataclass
-class ServedModel:
-    """One loaded, compiled version of a stored model."""
-
-    name: str
-    version: int
-    posterior: Any
-    metadata: dict
-    schema: InputSchema
-    compile_count: int = 0
-
-    def predict(self, arrays: dict, options: PredictOptions):
-        # Inputs far outside the training data can overflow; the service turns non-finite
-        # summaries into a 422 instead of letting numpy's floating-point warnings escape.
-        with np.errstate(all="ignore"):
-            return self.posterior.predict(**arrays, levels=options.levels, kind=options.kind, seed=options.seed,
-                                          return_draws=options.return_draws > 0)
-
-
-@dataclass
-class Service:
-    """State of a running service: the store, the served models and the micro-batcher settings."""
-
-    store: ModelStore
-    limits: Limits = field(default_factory=Limits)
-    max_batch: int = 32
-    max_wait: float = 0.002
-    all_versions: bool = False
-    catalog: dict = field(default_factory=dict)  # name -> {"versions", "aliases", "serve", "schemas"}
-    models: dict = field(default_factory=dict)  # (name, version) -> ServedModel
-    failed: dict = field(default_factory=dict)  # "name/version" -> message
-    ready: bool = False
-    incoming: int = 0
-
-    def read_catalog(self) -> None:
-        """Names, versions, aliases and input schemas from the store's metadata (no posterior loaded)."""
-        for entry in self.store.list():
-            name, versions, aliases = entry["name"], entry["versions"], entry["aliases"]
-            serve = versions if self.all_versions else sorted({versions[-1], *aliases.values()})
-            schemas = {}
-            for v in serve:
-                try:
-                    schemas[v] = InputSchema.from_json(self.store.metadata(name, v)["inputs"]["schema"])
-                except (BayesinfError, KeyError, TypeError, ValueError) as exc:
-                    self.failed[f"{name}/{v}"] = str(exc)
-            self.catalog[name] = {"versions": versions, "aliases": aliases, "serve": sorted(schemas),
-                                  "schemas": schemas}
-
-    def bucket_sizes(self, predictor) -> list[int]:
-        """Every row bucket that a request of up to ``max_rows`` rows or a batch can compile."""
-        largest = max(predictor.chunk_rows(n) for n in {1, min(self.limits.max_rows, 512), self.limits.max_rows,
-                                                         self.max_batch})
-        largest = max(largest, bucket_size(self.max_batch, predictor.max_rows))
-        return [1 << i for i in range(largest.bit_length()) if 1 << i <= largest]
-
-    def load(self) -> None:
-        """Load every served version, check its files and compile its predictive function."""
-        for name, entry in self.catalog.items():
-            for v in entry["serve"]:
-                try:
-                    self.models[(name, v)] = self._load_one(name, v)
-                except Exception as exc:  # a tampered or unloadable version is reported, not served
-                    logger.error("not serving %s version %s: %s", name, v, exc)
-                    self.failed[f"{name}/{v}"] = str(exc)
-        self.ready = True
-
-    def _load_one(self, name: str, version: int) -> ServedModel:
-        t0 = time.perf_counter()
-        metadata = self.store.metadata(name, version)
-        post = self.store.load(name, version)
-        rows = {n: post.data[n][:1] for n in post.schema.names("rows")}
-        with precision(post.dtype):
-            _, arrays, _ = prepare_predict_inputs(post.model, post.schema, post.data, (), rows)
-            predictor = post.predict_fn()
-            predictor.warm_up(arrays, buckets=self.bucket_sizes(predictor))
-        served = ServedModel(name, version, post, metadata, post.schema)
-        served.predict(rows, PredictOptions((0.5, 0.9), "eti", 0, 0))  # the host-side path too
-        served.compile_count = predictor.compile_count()
-        logger.info("serving %s version %s (%d compiled buckets, %.1f s)", name, version, served.compile_count,
-                    time.perf_counter() - t0)
-        return served
-
-    def lookup(self, name: str, version: str | None) -> ServedModel:
-        if name not in self.catalog:
-            raise HTTPError(404, "name", f"model '{name}'"[:200] + f" is not in the store; served: {sorted(self.catalog)}")
-        entry = self.catalog[name]
-        if version is None or version == "latest":
-            number = entry["versions"][-1]
-        elif version.isdigit() and len(version) < 10:
-            number = int(version)
-        elif version in entry["aliases"]:
-            number = entry["aliases"][version]
-        else:
-            raise HTTPError(404, "version", f"'{version}'"[:200] + f" is neither a version nor an alias of '{name}'; "
-                            f"versions {entry['versions']}, aliases {sorted(entry['aliases'])}")
-        if (name, number) in self.models:
-            return self.models[(name, number)]
-        if f"{name}/{number}" in self.failed:
-            raise HTTPError(503, "version", f"version {number} of '{name}' could not be loaded: "
-                            f"{self.failed[f'{name}/{number}']}")
-        if not self.ready and number in entry["serve"]:
-            raise HTTPError(503, "version", "the service is still loading models")
-        if number in entry["versions"]:
-            raise HTTPError(404, "version", f"version {number} of '{name}' is in the store but not served "
-                            "(the service serves the latest version and aliased ones; start it with --all-versions)")
-        raise HTTPError(404, "version", f"version {number} of '{name}' is not in the store; versions {entry['versions']}")
-
-
-# ----------------------------------------------------------------------------- payloads
-def _draw_index(num_draws: int, wanted: int) -> np.ndarray:
-    return np.unique(np.linspace(0, num_draws - 1, min(wanted, num_draws)).round().astype(int))
-
-
-def row_payload(pred, i: int, return_draws: int) -> dict:
-    """The summaries of row ``i`` of a ``Prediction``, one entry per observed site."""
-    out = {}
-    for site, s in pred.sites.items():
-        entry = {
-            "mean": s.mean[i].tolist(), "sd": s.sd[i].tolist(), "median": s.median[i].tolist(),
-            "intervals": {f"{level:g}": {"lower": s.lower[j, i].tolist(), "upper": s.upper[j, i].tolist()}
-                          for j, level in enumerate(pred.levels)},
-        }
-        if s.probs is not None:
-            entry["probs"] = s.probs[i].tolist()
-        if return_draws and s.row_draws is not None:
-            entry["draws"] = s.row_draws[i][..., _draw_index(s.row_draws.shape[-1], return_draws)].tolist()
-        out[site] = entry
-    return out
-
-
 # ----------------------------------------------------------------------------- ASGI gate
 class Gate:
-    """Pure ASGI middleware: API key check, declared body size check, request metrics."""
+    """Pure ASGI middleware: API key check, declared body size check, request metrics, and for
+    predict routes a request id (``X-Request-ID``) and the monitoring hook.
 
-    def __init__(self, app, *, api_key: str | None, metrics: Metrics, max_body_bytes: int):
+    ``predict(scope, receive, send, name, version)``, when given, answers the predict routes
+    directly; the app's own predict routes then only document them (OpenAPI).
+    """
+
+    def __init__(self, app, *, api_key: str | None, metrics: Metrics, max_body_bytes: int,
+                 hook: MonitorHook | None = None, predict=None):
         self.app = app
+        self.predict = predict
         self.api_key = api_key.encode() if api_key else None
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.hook = hook
 
     def _authorized(self, headers) -> bool:
         for key, value in headers:
@@ -214,15 +88,22 @@ class Gate:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = 500
+        record = None
+        route = PREDICT_PATH.match(scope["path"]) if scope["method"] == "POST" else None
+        if route is not None:
+            record = scope[RECORD_KEY] = PredictRecord(uuid.uuid4().hex, time.time())
+            request_id = (b"x-request-id", record.request_id.encode())
 
         async def send_status(message):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if record is not None:
+                    message = {**message, "headers": [*message.get("headers", ()), request_id]}
             await send(message)
 
         async def reply(code: int, field: str, message: str, headers=()):
-            body = _error_body(field, message)
+            body = _error_body(field, message, record.request_id if record is not None else None)
             await send_status({"type": "http.response.start", "status": code,
                                "headers": [(b"content-type", b"application/json"),
                                            (b"content-length", str(len(body)).encode()), *headers]})
@@ -236,10 +117,15 @@ class Gate:
                             "'Authorization: Bearer <key>')", [(b"www-authenticate", b"Bearer")])
             elif length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 await reply(413, "body", f"is larger than {self.max_body_bytes} bytes")
+            elif route is not None and self.predict is not None:
+                await self.predict(scope, receive, send_status, *route.groups())
             else:
                 await self.app(scope, receive, send_status)
         finally:
-            self.metrics.observe_request(scope["path"], scope["method"], status, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.metrics.observe_request(scope["path"], scope["method"], status, seconds)
+            if record is not None and self.hook is not None:
+                self.hook.finished(record, status, seconds * 1e3)
 
 
 # ----------------------------------------------------------------------------- the app
@@ -263,7 +149,8 @@ def _responses(*codes: int, ok: dict | None = None) -> dict:
 
 def create_app(store_path, api_key: str | None = None, *, max_rows: int = 1000, max_return_draws: int = 1000,
                max_body_bytes: int = 1 << 20, max_batch: int = 32, max_wait_ms: float = 2.0,
-               all_versions: bool = False, cors_origins=(), threads: int = 2, load_in_background: bool = True):
+               all_versions: bool = False, cors_origins=(), threads: int = 2, load_in_background: bool = True,
+               monitor=None):
     """Build the FastAPI app serving the models of the store at ``store_path``.
 
     Parameters
@@ -280,7 +167,9 @@ def create_app(store_path, api_key: str | None = None, *, max_rows: int = 1000, 
     max_body_bytes : int
         Largest request body.
     max_batch : int
-        Most single-row requests predicted in one compiled call.
+        Most single-row requests predicted in one compiled call; requests of up to this many
+        rows, and micro-batches, are predicted on the event loop (about a millisecond each), larger
+        ones in worker threads.
     max_wait_ms : float
         Longest wait of a micro-batch for requests still being received.
     all_versions : bool
@@ -288,32 +177,34 @@ def create_app(store_path, api_key: str | None = None, *, max_rows: int = 1000, 
     cors_origins : sequence of str
         Origins allowed by CORS; none by default (CORS off).
     threads : int
-        Worker threads running compiled predictive calls.
+        Worker threads predicting requests of more than ``max_batch`` rows.
     load_in_background : bool
         Load and compile models after start-up (``/readyz`` says when done); if False, the
         app's start-up waits for them.
+    monitor : object, optional
+        Prediction recorder (see ``bayesinf.serve.hooks``): ``record_prediction(...)`` after each
+        successful predict request, ``record_error(...)`` after each failed one, its
+        ``router()`` served behind the API key, ``close()`` at shutdown.
     """
     from .. import __version__
 
     limits = Limits(max_rows=max_rows, max_return_draws=max_return_draws, max_body_bytes=max_body_bytes)
-    service = Service(ModelStore(store_path), limits=limits, max_batch=max_batch, max_wait=max_wait_ms / 1000,
-                      all_versions=all_versions)
+    service = Service(ModelStore(store_path), limits=limits, max_batch=max_batch, all_versions=all_versions)
     service.read_catalog()
     metrics = Metrics()
-    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bayesinf-serve")
-    incoming_lock = threading.Lock()
+    hook = MonitorHook(monitor, on_failure=metrics.observe_monitor_failure) if monitor is not None else None
+    executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="bayesinf-serve")
 
-    def run_batch(key, arrays, num_rows):
+    def run_batch(key, items):
         name, version, options = key
-        return service.models[(name, version)].predict(arrays, options)
+        return service.models[(name, version)].predict(items, options)
 
     state: dict = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         state["batcher"] = MicroBatcher(run_batch, max_batch=max_batch, max_wait=max_wait_ms / 1000,
-                                        executor=executor, incoming=lambda: service.incoming,
-                                        on_batch=metrics.observe_batch)
+                                        incoming=lambda: service.incoming, on_batch=metrics.observe_batch)
         loading = asyncio.create_task(asyncio.to_thread(service.load))
         if not load_in_background:
             await loading
@@ -325,6 +216,8 @@ def create_app(store_path, api_key: str | None = None, *, max_rows: int = 1000, 
                 with contextlib.suppress(Exception):
                     await loading
             executor.shutdown(wait=False)
+            if hook is not None:
+                hook.close()
 
     app = FastAPI(title="bayesinf prediction service", version=__version__, lifespan=lifespan,
                   description="Posterior predictive summaries of the models in a bayesinf ModelStore.")
@@ -332,7 +225,7 @@ def create_app(store_path, api_key: str | None = None, *, max_rows: int = 1000, 
     app.state.metrics = metrics
 
     def json_response(data, status: int = 200) -> Response:
-        return Response(json.dumps(data).encode(), status_code=status, media_type="application/json")
+        return Response(codec.dumps(data), status_code=status, media_type="application/json")
 
     def error_response(exc: HTTPError) -> Response:
         return Response(_error_body(exc.field, exc.message), status_code=exc.status, media_type="application/json")
@@ -346,62 +239,108 @@ def create_app(store_path, api_key: str | None = None, *, max_rows: int = 1000, 
         first = (exc.errors() or [{}])[0]
         return error_response(HTTPError(422, ".".join(str(p) for p in first.get("loc", ())), first.get("msg", "")))
 
-    async def read_body(request: Request) -> bytes:
+    def check_size(size: int) -> None:
+        if size > limits.max_body_bytes:
+            raise HTTPError(413, "body", f"is larger than {limits.max_body_bytes} bytes")
+
+    async def request_body(request: Request) -> bytes:
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > limits.max_body_bytes:
-                raise HTTPError(413, "body", f"is larger than {limits.max_body_bytes} bytes")
+            check_size(size)
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def predict(request: Request, name: str, version: str | None) -> Response:
-        with incoming_lock:
-            service.incoming += 1
+    async def asgi_body(receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            check_size(size)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def parse(served: ServedModel, raw: bytes):
+        """Options, row count, checked row arrays and model arguments of a request body."""
+        try:
+            body = codec.loads(raw)
+        except codec.DecodeError as exc:
+            raise HTTPError(400, "body", f"is not valid JSON ({exc})"[:300]) from None
+        try:
+            options = parse_options(body, limits)
+            # The core's checks (dtypes, shapes, ranges seen at fit) run per request, so one
+            # bad row can never fail a micro-batch of others.
+            if served.columns is not None:  # a formula model: rows by data column, as a DataFrame
+                num_rows, rows = parse_column_instances(served.columns, body["instances"], limits.max_rows)
+                arguments = served.check_columns(rows, options.new_groups, isinstance(body["instances"], dict))
+            else:
+                if "new_groups" in body:
+                    raise InputError("new_groups", "applies to formula models only (bayesinf.formula)",
+                                     "no 'new_groups' for this model")
+                num_rows, rows = parse_instances(served.schema, body["instances"], limits)
+                arguments = served.check(rows)
+        except InputError as exc:
+            raise _input_error(exc) from None
+        return options, num_rows, rows, arguments
+
+    async def predict(read_body, name: str, version: str | None, record: PredictRecord) -> tuple[int, bytes]:
+        """Answer a predict request: ``(status, JSON body)``; ``read_body()`` returns its bytes (awaitable)."""
+        service.incoming += 1  # event-loop state: only coroutines on the loop touch it
         counted = True
         try:
             served = service.lookup(name, version)
-            raw = await read_body(request)
-            try:
-                body = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-                raise HTTPError(400, "body", f"is not valid JSON ({exc})"[:300]) from None
-            try:
-                options = parse_options(body, limits)
-                num_rows, arrays = parse_instances(served.schema, body["instances"], limits)
-                # The core's checks (dtypes, shapes, ranges seen at fit) run per request, so one
-                # bad row can never fail a micro-batch of others.
-                prepare_predict_inputs(served.posterior.model, served.schema, served.posterior.data, (), arrays)
-            except InputError as exc:
-                raise _input_error(exc) from None
-            with incoming_lock:
-                service.incoming -= 1
+            record.model, record.version = served.name, served.version
+            options, num_rows, rows, arguments = parse(served, await read_body())
+            service.incoming -= 1
             counted = False
-            loop = asyncio.get_running_loop()
-            try:
-                if num_rows == 1 and max_batch > 1:
-                    pred, index = await state["batcher"].submit((served.name, served.version, options), arrays)
-                    rows = [row_payload(pred, index, options.return_draws)]
-                else:
-                    pred = await loop.run_in_executor(executor, served.predict, arrays, options)
-                    rows = [row_payload(pred, i, options.return_draws) for i in range(num_rows)]
-            except InputError as exc:
-                raise _input_error(exc) from None
-            metrics.observe_rows(served.name, served.version, num_rows)
-            payload = {"model": served.name, "version": served.version, "kind": options.kind,
-                       "levels": list(options.levels), "seed": options.seed, "predictions": rows}
-            try:
-                content = json.dumps(payload, allow_nan=False).encode()
-            except ValueError:
+            if num_rows == 1 and max_batch > 1:
+                payloads = await state["batcher"].submit((served.name, served.version, options), (1, arguments))
+            elif num_rows <= max_batch:
+                (payloads,) = served.predict([(num_rows, arguments)], options)
+            else:
+                loop = asyncio.get_running_loop()
+                (payloads,) = await loop.run_in_executor(executor, served.predict, [(num_rows, arguments)], options)
+            if payloads is None:
                 raise HTTPError(422, "instances", "gave predictions that are not finite numbers (inputs far "
-                                "outside the training data?)") from None
-            return Response(content, media_type="application/json")
+                                "outside the training data?)")
+            metrics.observe_rows(served.name, served.version, num_rows)
+            record.inputs, record.rows, record.levels, record.kind = rows, payloads, options.levels, options.kind
+            return 200, codec.dumps({"model": served.name, "version": served.version, "kind": options.kind,
+                                     "levels": list(options.levels), "seed": options.seed,
+                                     "request_id": record.request_id, "predictions": payloads})
         except HTTPError as exc:
-            return error_response(exc)
+            return exc.status, _error_body(exc.field, exc.message, record.request_id)
+        except InputError as exc:
+            return 422, _error_body(str(exc.field), str(exc), record.request_id)
+        except ClientDisconnect:
+            raise
+        except Exception:  # a bug, not bad input: log it, answer 500 with the request id
+            logger.exception("predict request %s failed", record.request_id)
+            return 500, _error_body("server", "internal error; see the server log for request "
+                                    f"{record.request_id}", record.request_id)
         finally:
             if counted:
-                with incoming_lock:
-                    service.incoming -= 1
+                service.incoming -= 1
+
+    async def predict_route(request: Request, name: str, version: str | None) -> Response:
+        record = request.scope.get(RECORD_KEY) or PredictRecord(uuid.uuid4().hex, time.time())
+        status, content = await predict(lambda: request_body(request), name, version, record)
+        return Response(content, status_code=status, media_type="application/json")
+
+    async def predict_asgi(scope, receive, send, name: str, version: str | None) -> None:
+        """The predict routes without the framework's routing and request objects (the hot path)."""
+        try:
+            status, content = await predict(lambda: asgi_body(receive), name, version, scope[RECORD_KEY])
+        except ClientDisconnect:
+            return
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(content)).encode())]})
+        await send({"type": "http.response.body", "body": content})
 
     # -------------------------------------------------------------- routes
     @app.get("/healthz", tags=["health"], responses=_responses(ok={"type": "object"}))
@@ -423,13 +362,21 @@ def create_app(store_path, api_key: str | None = None, *, max_rows: int = 1000, 
         """Prometheus metrics (text exposition format)."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    def input_description(entry: dict, version) -> dict | None:
+        """Request fields of a version: a formula model's data columns, else its input schema."""
+        if version is None:
+            return None
+        if version in entry["columns"]:
+            return describe_columns(entry["columns"][version])
+        return entry["schemas"][version].to_json()
+
     def describe(name: str) -> dict:
         entry = service.catalog[name]
         served = {v: service.models[(name, v)].metadata for v in entry["serve"] if (name, v) in service.models}
         latest = entry["serve"][-1] if entry["serve"] else None
         return {"name": name, "versions": entry["versions"], "served_versions": entry["serve"],
                 "latest": entry["versions"][-1], "aliases": entry["aliases"],
-                "schema": entry["schemas"][latest].to_json() if latest is not None else None,
+                "schema": input_description(entry, latest),
                 "metadata": {str(v): {k: m[k] for k in m if k != "files"} for v, m in served.items()}}
 
     @app.get("/v1/models", tags=["models"], responses=_responses(401, ok={"type": "object"}))
@@ -453,11 +400,12 @@ def create_app(store_path, api_key: str | None = None, *, max_rows: int = 1000, 
     # Per-model routes first: their request schemas come from each model's saved input schema.
     for name, entry in service.catalog.items():
         for v in entry["serve"]:
-            spec = body_spec(request_schema(entry["schemas"][v], limits, f"PredictRequest_{name}_v{v}"))
+            spec = body_spec(request_schema(entry["schemas"][v], limits, f"PredictRequest_{name}_v{v}",
+                                            entry["columns"].get(v)))
 
             def make(name=name, v=v):
                 async def handler(request: Request):
-                    return await predict(request, name, str(v))
+                    return await predict_route(request, name, str(v))
                 return handler
 
             app.add_api_route(f"/v1/models/{name}/versions/{v}/predict", make(), methods=["POST"],
@@ -466,11 +414,12 @@ def create_app(store_path, api_key: str | None = None, *, max_rows: int = 1000, 
         if entry["serve"]:
             latest = entry["versions"][-1]
             if latest in entry["schemas"]:
-                spec = body_spec(request_schema(entry["schemas"][latest], limits, f"PredictRequest_{name}"))
+                spec = body_spec(request_schema(entry["schemas"][latest], limits, f"PredictRequest_{name}",
+                                                entry["columns"].get(latest)))
 
                 def make_latest(name=name):
                     async def handler(request: Request):
-                        return await predict(request, name, None)
+                        return await predict_route(request, name, None)
                     return handler
 
                 app.add_api_route(f"/v1/models/{name}/predict", make_latest(), methods=["POST"],
@@ -483,18 +432,24 @@ def create_app(store_path, api_key: str | None = None, *, max_rows: int = 1000, 
     @app.post("/v1/models/{name}/predict", tags=["predict"], responses=predict_responses, openapi_extra=generic)
     async def predict_latest(request: Request, name: str):
         """Predict with the latest version of ``name`` (records or columnar ``instances``)."""
-        return await predict(request, name, None)
+        return await predict_route(request, name, None)
 
     @app.post("/v1/models/{name}/versions/{version}/predict", tags=["predict"], responses=predict_responses,
               openapi_extra=generic)
     async def predict_version(request: Request, name: str, version: str):
         """Predict with a version (a number, an alias such as ``production``, or ``latest``)."""
-        return await predict(request, name, version)
+        return await predict_route(request, name, version)
 
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["*"])
-    app.add_middleware(Gate, api_key=api_key, metrics=metrics, max_body_bytes=max_body_bytes)
+    if hook is not None:
+        router = hook.router()
+        if router is not None:  # behind the same API-key gate as every other route
+            app.include_router(router)
+    # With CORS on, predict requests go through FastAPI so the CORS middleware sees them.
+    app.add_middleware(Gate, api_key=api_key, metrics=metrics, max_body_bytes=max_body_bytes, hook=hook,
+                       predict=None if cors_origins else predict_asgi)
     return app

@@ -1,6 +1,6 @@
 """Prometheus metrics of the prediction service, written in the text exposition format (0.0.4)
 without a client library: request counts by route, method and status code, a request latency
-histogram, rows predicted, and the sizes of micro-batches."""
+histogram, rows predicted, the sizes of micro-batches, and failures of the prediction recorder."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _ROUTES = (
     (re.compile(r"^/v1/models/[^/]+/versions/[^/]+/predict$"), "/v1/models/{name}/versions/{version}/predict"),
     (re.compile(r"^/v1/models/[^/]+/predict$"), "/v1/models/{name}/predict"),
+    (re.compile(r"^/v1/models/[^/]+/feedback$"), "/v1/models/{name}/feedback"),
+    (re.compile(r"^/v1/models/[^/]+/monitor$"), "/v1/models/{name}/monitor"),
     (re.compile(r"^/v1/models/[^/]+$"), "/v1/models/{name}"),
 )
 _FIXED = ("/v1/models", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc")
@@ -72,6 +74,7 @@ class Metrics:
         self.latency = defaultdict(lambda: _Histogram(LATENCY_BUCKETS))  # route -> histogram
         self.rows = defaultdict(int)  # (model, version) -> rows predicted
         self.batches = _Histogram(BATCH_BUCKETS)
+        self.monitor_failures = 0
 
     def observe_request(self, path: str, method: str, code: int, seconds: float) -> None:
         route = route_template(path)
@@ -86,6 +89,10 @@ class Metrics:
     def observe_batch(self, size: int) -> None:
         with self._lock:
             self.batches.observe(size)
+
+    def observe_monitor_failure(self) -> None:
+        with self._lock:
+            self.monitor_failures += 1
 
     def render(self) -> str:
         with self._lock:
@@ -112,4 +119,7 @@ class Metrics:
             lines += ["# HELP bayesinf_batch_rows Rows per compiled predictive call of micro-batched requests.",
                       "# TYPE bayesinf_batch_rows histogram"]
             lines += self.batches.lines("bayesinf_batch_rows")
+            lines += ["# HELP bayesinf_monitor_failures_total Calls of the prediction recorder that raised.",
+                      "# TYPE bayesinf_monitor_failures_total counter",
+                      f"bayesinf_monitor_failures_total {self.monitor_failures}"]
         return "\n".join(lines) + "\n"

@@ -7,7 +7,8 @@ row arguments) or columnar (one object of equal-length lists). A row argument th
 DataFrame, by its column names flattened into the record (``{"a": 1.0, "b": 2.0}``). Parsing is
 strict: a missing, extra, non-numeric or non-finite field is an ``InputError`` naming it, e.g.
 ``instances[3].floor``; the core (``Posterior.predict``) then checks dtypes, shapes and the
-integer ranges seen at fit.
+integer ranges seen at fit. Formula models' requests name the formula's data columns instead
+(``bayesinf.serve.columns``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from ..data import InputSchema
 from ..errors import InputError
+from ..formula.design import NEW_GROUPS
 from ..intervals import KINDS, check_kind, check_levels
 
 __all__ = ["Limits", "PredictOptions", "parse_options", "parse_instances", "request_schema", "response_schema",
@@ -43,9 +45,10 @@ class PredictOptions:
     kind: str
     seed: int
     return_draws: int
+    new_groups: str = "sample"  # formula models: prediction for group levels not seen at fit
 
 
-_OPTIONS = ("instances", "levels", "kind", "seed", "return_draws")
+_OPTIONS = ("instances", "levels", "kind", "seed", "return_draws", "new_groups")
 
 
 def parse_options(body: Any, limits: Limits) -> PredictOptions:
@@ -74,7 +77,10 @@ def parse_options(body: Any, limits: Limits) -> PredictOptions:
     return_draws = body.get("return_draws", 0)
     if not _is_int(return_draws) or not 0 <= return_draws <= limits.max_return_draws:
         raise InputError("return_draws", f"must be an integer in [0, {limits.max_return_draws}]; got {return_draws!r}")
-    return PredictOptions(levels, kind, int(seed), int(return_draws))
+    new_groups = body.get("new_groups", "sample")
+    if new_groups not in NEW_GROUPS:
+        raise InputError("new_groups", f"must be one of {list(NEW_GROUPS)}; got {new_groups!r}"[:200])
+    return PredictOptions(levels, kind, int(seed), int(return_draws), new_groups)
 
 
 def _is_number(v: Any) -> bool:
@@ -261,12 +267,23 @@ def _shaped(schema: dict, shape: tuple[int, ...]) -> dict:
     return schema
 
 
-def request_schema(schema: InputSchema, limits: Limits, title: str) -> dict:
+def request_schema(schema: InputSchema, limits: Limits, title: str, columns=None) -> dict:
     """JSON Schema of a predict request for a model with this input schema.
 
     Records use the argument names (a DataFrame argument may instead be given by its columns,
     which the service also accepts); columnar instances are an object of equal-length lists.
+    A formula model's requests (``columns``: its ``InputColumn``s) name its data columns instead,
+    and may set ``new_groups``.
     """
+    if columns is not None:
+        from .columns import columns_request_schema
+
+        out = request_schema(schema, limits, title)
+        out["properties"]["instances"] = columns_request_schema(columns, limits.max_rows)
+        out["properties"]["new_groups"] = {"type": "string", "enum": list(NEW_GROUPS), "default": "sample",
+                                           "description": "group levels not seen at fit: effect drawn from the "
+                                           "population ('sample'), left out ('population'), or an error"}
+        return out
     specs = [s for s in schema.specs if s.role == "rows"]
     record = {"type": "object", "additionalProperties": False,
               "properties": {s.name: _shaped(_value_schema(s), s.shape) for s in specs},
@@ -307,6 +324,7 @@ def generic_request_schema(limits: Limits) -> dict:
             "kind": {"type": "string", "enum": list(KINDS)},
             "return_draws": {"type": "integer", "minimum": 0, "maximum": limits.max_return_draws},
             "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+            "new_groups": {"type": "string", "enum": list(NEW_GROUPS)},
         },
     }
 
@@ -329,9 +347,10 @@ def response_schema() -> dict:
     return {
         "title": "PredictResponse",
         "type": "object",
-        "required": ["model", "version", "kind", "levels", "seed", "predictions"],
+        "required": ["model", "version", "kind", "levels", "seed", "request_id", "predictions"],
         "properties": {
             "model": {"type": "string"}, "version": {"type": "integer"},
+            "request_id": {"type": "string", "description": "uuid4 hex, also in the X-Request-ID header"},
             "kind": {"type": "string"}, "levels": {"type": "array", "items": {"type": "number"}},
             "seed": {"type": "integer"},
             "predictions": {"type": "array", "items": {"type": "object", "additionalProperties": site}},
@@ -340,11 +359,13 @@ def response_schema() -> dict:
 
 
 def error_schema() -> dict:
-    """JSON Schema of an error response: ``{"detail": {"field": ..., "message": ...}}``."""
+    """JSON Schema of an error response: ``{"detail": {"field": ..., "message": ...}}`` (and the
+    ``request_id`` on predict routes)."""
     return {
         "title": "Error",
         "type": "object",
         "required": ["detail"],
         "properties": {"detail": {"type": "object", "required": ["field", "message"],
-                                  "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}},
+                                  "properties": {"field": {"type": "string"}, "message": {"type": "string"}}},
+                       "request_id": {"type": "string", "description": "on predict routes"}},
     }
