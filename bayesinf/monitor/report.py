@@ -195,8 +195,9 @@ def _live_inputs(rows: list[dict]) -> dict[str, np.ndarray]:
         values = [row[name] for row in rows if name in row]
         try:
             out[name] = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):  # ragged or non-numeric: not comparable
-            continue
+        except (TypeError, ValueError):  # string levels compare as categories; ragged values not at all
+            if all(isinstance(v, str) for v in values):
+                out[name] = np.asarray(values, dtype=object)
     return out
 
 
