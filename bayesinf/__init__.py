@@ -22,6 +22,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "fit": ("bayesinf.fitting", "fit"),
     "load": ("bayesinf.persistence", "load"),
+    "load_predictor": ("bayesinf.export", "load_predictor"),
+    "PortablePredictor": ("bayesinf.export", "PortablePredictor"),
     "Posterior": ("bayesinf.posterior", "Posterior"),
     "Prediction": ("bayesinf.prediction", "Prediction"),
     "Diagnosis": ("bayesinf.diagnostics", "Diagnosis"),
@@ -36,7 +38,15 @@ _LAZY = {
     "compare": ("bayesinf.check", "compare"),
     "calibration": ("bayesinf.calibration", None),
     "plots": ("bayesinf.plots", None),
+    "monitor": ("bayesinf.monitor", None),
+    "batch": ("bayesinf.batch", None),
     "ModelStore": ("bayesinf.store", "ModelStore"),
+    "fit_many": ("bayesinf.many", "fit_many"),
+    "FitCollection": ("bayesinf.many", "FitCollection"),
+    "load_many": ("bayesinf.many", "load_many"),
+    "fit_minibatch": ("bayesinf.minibatch", "fit_minibatch"),
+    "ArraySource": ("bayesinf.sources", "ArraySource"),
+    "ParquetSource": ("bayesinf.sources", "ParquetSource"),
     "Model": ("bayesinf.formula", "Model"),
     "Prior": ("bayesinf.formula", "Prior"),
     "BayesianLinearRegression": ("bayesinf.estimators", "BayesianLinearRegression"),
@@ -47,15 +57,19 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import calibration, check, datasets, plots
+    from . import batch, calibration, check, datasets, monitor, plots
     from .check import compare
     from .estimators import BayesianLinearRegression, BayesianLogisticRegression, BayesianPoissonRegression
     from .formula import Model, Prior
+    from .many import FitCollection, fit_many, load_many
+    from .minibatch import fit_minibatch
+    from .sources import ArraySource, ParquetSource
     from .store import ModelStore
     from .config import NUTSConfig, SVIConfig
     from .diagnostics import Diagnosis
     from .errors import ConvergenceWarning, InputError, ModelFileError, NotFittedError
     from .fitting import fit
+    from .export import PortablePredictor, load_predictor
     from .persistence import load
     from .posterior import Posterior
     from .prediction import Prediction
