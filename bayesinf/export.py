@@ -142,7 +142,8 @@ def export(posterior, path, max_rows: int | None = None, platforms: tuple[str, .
     import jax
     from jax import export as jax_export
 
-    from .persistence import _check_static_json, _plain_info, _sha256, _versions, atomic_directory, encode_draws
+    from .persistence import (_check_static_json, _plain_info, atomic_directory, encode_draws, package_versions,
+                              sha256_file, write_npz)
     from .runtime import precision
 
     if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, (int, np.integer))
@@ -195,15 +196,12 @@ def export(posterior, path, max_rows: int | None = None, platforms: tuple[str, .
     path = Path(path)
     with atomic_directory(path, MANIFEST, "an exported predictor") as tmp:
         (tmp / FUNCTION).write_bytes(blob)
-        with open(tmp / DRAWS, "wb") as f:
-            np.savez(f, **stored)
-            f.flush()
-            os.fsync(f.fileno())
+        write_npz(tmp / DRAWS, stored)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-            "versions": _versions(),
+            "versions": package_versions(),
             "serialization": {
                 "library": "jax.export",
                 "calling_convention_version": exported.calling_convention_version,
@@ -223,7 +221,7 @@ def export(posterior, path, max_rows: int | None = None, platforms: tuple[str, .
             "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str,
                            **({"encoding": encodings[k]} if k in encodings else {})} for k, v in stored.items()},
             "source": {"model": posterior.model_path, "method": posterior.method, "info": _plain_info(posterior.info)},
-            "files": {FUNCTION: _sha256(tmp / FUNCTION), DRAWS: _sha256(tmp / DRAWS)},
+            "files": {FUNCTION: sha256_file(tmp / FUNCTION), DRAWS: sha256_file(tmp / DRAWS)},
         }
         with open(tmp / MANIFEST, "w") as f:
             json.dump(manifest, f, indent=1)

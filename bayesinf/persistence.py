@@ -24,7 +24,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -41,7 +41,8 @@ ARRAYS = "arrays.npz"
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -49,7 +50,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _versions() -> dict:
+def package_versions() -> dict:
+    """Versions of Python and of the packages a saved file depends on (None where not installed)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
@@ -61,7 +63,8 @@ def _versions() -> dict:
     return out
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file or directory to disk (a directory after a rename into it); no-op where it cannot open."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -70,6 +73,14 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` to an ``.npz`` file at ``path`` and flush it to disk."""
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _check_static_json(static: dict) -> None:
@@ -96,13 +107,13 @@ def atomic_directory(path, manifest_name: str, what: str):
     tmp.mkdir()
     try:
         yield tmp
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
             os.replace(path, old)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -177,15 +188,12 @@ def save(posterior, path, draws_dtype: str | None = None) -> Path:
     if posterior.losses is not None:
         arrays["losses"] = posterior.losses
     with atomic_directory(path, MANIFEST, "a bayesinf model") as tmp:
-        with open(tmp / ARRAYS, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
+        write_npz(tmp / ARRAYS, arrays)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-            "versions": _versions(),
+            "versions": package_versions(),
             "model": posterior.model_path,
             "model_spec": _model_spec(posterior.model),
             "method": posterior.method,
@@ -198,7 +206,7 @@ def save(posterior, path, draws_dtype: str | None = None) -> Path:
             "draws_dtype": draws_dtype,
             "arrays": {k: {"shape": list(v.shape), "dtype": v.dtype.str,
                            **({"encoding": encodings[k]} if k in encodings else {})} for k, v in arrays.items()},
-            "files": {ARRAYS: _sha256(tmp / ARRAYS)},
+            "files": {ARRAYS: sha256_file(tmp / ARRAYS)},
         }
         with open(tmp / MANIFEST, "w") as f:
             json.dump(manifest, f, indent=1)
@@ -283,7 +291,7 @@ def read_json_manifest(path, manifest_name: str, fmt: str, version: int, what: s
         file = path / name
         if not file.is_file():
             raise ModelFileError(file, "missing")
-        if _sha256(file) != digest:
+        if sha256_file(file) != digest:
             raise ModelFileError(file, "checksum mismatch: the file was modified or corrupted after saving")
     return manifest
 

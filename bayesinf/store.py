@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .errors import InputError, ModelFileError
-from .persistence import _fsync_dir, _sha256, _versions, import_model
+from .persistence import fsync_path, sha256_file, package_versions, import_model
 from .persistence import load as load_posterior
 from .persistence import save as save_posterior
 
@@ -80,7 +80,7 @@ def _write_json_atomic(path: Path, data: Any) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 # ----------------------------------------------------------------------------- training statistics
@@ -297,13 +297,13 @@ class ModelStore:
         tmp.mkdir()
         try:
             save_posterior(posterior, tmp / MODEL_DIR)
-            files = {f"{MODEL_DIR}/{p.name}": _sha256(p) for p in sorted((tmp / MODEL_DIR).iterdir())}
+            files = {f"{MODEL_DIR}/{p.name}": sha256_file(p) for p in sorted((tmp / MODEL_DIR).iterdir())}
             metadata = {
                 "format": STORE_FORMAT,
                 "format_version": STORE_FORMAT_VERSION,
                 "name": name,
                 "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                "versions": _versions(),
+                "versions": package_versions(),
                 "model": model_path,
                 "method": posterior.method,
                 "dtype": posterior.dtype,
@@ -324,7 +324,7 @@ class ModelStore:
                     json.dump(metadata, f, indent=1)
                     f.flush()
                     os.fsync(f.fileno())
-                _fsync_dir(tmp)
+                fsync_path(tmp)
                 try:
                     # rename(2) onto an existing non-empty directory fails: the version is claimed
                     # by whoever renames first, so concurrent saves get distinct numbers.
@@ -336,7 +336,7 @@ class ModelStore:
                         raise InputError("version", f"{version} of '{name}' already exists",
                                          "a new version number, or none for the next one") from None
                     continue
-                _fsync_dir(directory)
+                fsync_path(directory)
                 posterior.info["store"] = {"name": name, "version": number}  # the parent of a later update
                 return number
             raise RuntimeError(f"could not claim a version of '{name}' after 1000 attempts")  # pragma: no cover
@@ -426,7 +426,7 @@ class ModelStore:
                 raise ModelFileError(meta_path, f"lists a file outside the version directory: {relative!r}")
             if not file.is_file():
                 raise ModelFileError(path / relative, "missing")
-            if _sha256(file) != digest:
+            if sha256_file(file) != digest:
                 raise ModelFileError(path / relative, "checksum mismatch: the file was modified or corrupted "
                                      "after saving")
         return meta

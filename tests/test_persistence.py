@@ -198,7 +198,7 @@ def _write_object_npz(path):
     np.savez(buffer, **arrays)
     (path / "arrays.npz").write_bytes(buffer.getvalue())
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["files"]["arrays.npz"] = persistence._sha256(path / "arrays.npz")
+    manifest["files"]["arrays.npz"] = persistence.sha256_file(path / "arrays.npz")
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -240,7 +240,7 @@ def test_failed_save_keeps_old_model_and_no_temporary(tmp_path, tiny_linreg, mon
     def crash(_):
         raise OSError("disk full")
 
-    monkeypatch.setattr(persistence, "_sha256", crash)  # fails after arrays.npz is written
+    monkeypatch.setattr(persistence, "sha256_file", crash)  # fails after arrays.npz is written
     with pytest.raises(OSError, match="disk full"):
         tiny_linreg.save(path)
     monkeypatch.undo()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from ..errors import InputError
+from ..persistence import fsync_path
 
 __all__ = ["open_source", "table_format", "atomic_table_writer", "write_part", "part_rows"]
 
@@ -144,17 +145,6 @@ def open_source(source):
     raise InputError("source", f"is a {type(source).__name__}", "a .csv or .parquet path or a pandas DataFrame")
 
 
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_part(frame, path: Path) -> None:
     """Write one chunk's output (a pandas DataFrame) as a Parquet part file, atomically."""
     import pyarrow as pa
@@ -208,9 +198,9 @@ def atomic_table_writer(path: Path, fmt: str):
             raise InputError("source", "has no rows", "at least one row to predict")
         writer.close()
         writer = None
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
-        _fsync(path.parent)
+        fsync_path(path.parent)
     except BaseException:
         if writer is not None:
             with contextlib.suppress(Exception):

@@ -197,15 +197,14 @@ class Recalibrated:
         path = Path(path)
         with persistence.atomic_directory(path, _MANIFEST, "a recalibrated bayesinf model") as tmp:
             persistence.save(self.posterior, tmp / _POSTERIOR_DIR)
-            with open(tmp / _ARRAYS, "wb") as f:
-                np.savez(f, scores=self.scores)
+            persistence.write_npz(tmp / _ARRAYS, {"scores": self.scores})
             manifest = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "method": "conformal",
                 "site": self.site, "score": self.score, "levels": list(self.levels),
                 "sd_floor": self.sd_floor, "seed": self.seed, "num_calibration": self.num_calibration,
                 "posterior": _POSTERIOR_DIR,
-                "files": {_ARRAYS: persistence._sha256(tmp / _ARRAYS),
-                          f"{_POSTERIOR_DIR}/{persistence.MANIFEST}": persistence._sha256(tmp / _POSTERIOR_DIR / persistence.MANIFEST)},
+                "files": {_ARRAYS: persistence.sha256_file(tmp / _ARRAYS),
+                          f"{_POSTERIOR_DIR}/{persistence.MANIFEST}": persistence.sha256_file(tmp / _POSTERIOR_DIR / persistence.MANIFEST)},
             }
             (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
         return path

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import InputError
-from .design import NEW_GROUPS, Design, fit_design
+from .design import Design, fit_design
 from .families import get_family
 from .parse import parse_formula
 from .priors import Prior, default_priors

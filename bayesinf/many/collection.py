@@ -190,7 +190,7 @@ class FitCollection:
     # ----------------------------------------------------------------- persistence
     def save(self, path) -> Path:
         """Save to directory ``path`` atomically (one saved posterior per group and ``index.json``)."""
-        from ..persistence import _sha256, atomic_directory, save
+        from ..persistence import sha256_file, atomic_directory, save
 
         path = Path(path)
         with atomic_directory(path, INDEX, "a bayesinf fit collection") as tmp:
@@ -198,7 +198,7 @@ class FitCollection:
             for i, (key, post) in enumerate(self._fits.items()):
                 name = f"g{i:05d}"
                 save(post, tmp / name)
-                files[f"{name}/manifest.json"] = _sha256(tmp / name / "manifest.json")
+                files[f"{name}/manifest.json"] = sha256_file(tmp / name / "manifest.json")
                 groups.append({**key_to_json(key), "path": name})
             index = {
                 "format": FORMAT,
