@@ -12,11 +12,14 @@ from typing import Any, Callable
 
 from .errors import InputError
 
-__all__ = ["NUTSConfig", "SVIConfig", "INIT_STRATEGIES", "SVI_INIT_STRATEGIES", "GUIDES", "OPTIMIZERS"]
+__all__ = ["NUTSConfig", "SVIConfig", "INIT_STRATEGIES", "SVI_INIT_STRATEGIES", "INIT_MASS_MATRICES", "GUIDES",
+           "OPTIMIZERS"]
 
 INIT_STRATEGIES = ("uniform", "median", "mean", "sample", "feasible", "map", "svi")
 #: Strategies that first run a quick SVI fit and start the chains from it (see ``NUTSConfig``).
 SVI_INIT_STRATEGIES = ("map", "svi")
+#: Initial (inverse) mass matrices of the NUTS warmup (see ``NUTSConfig.init_mass_matrix``).
+INIT_MASS_MATRICES = ("identity", "gradient")
 GUIDES = ("normal", "mvn", "lowrank", "laplace")
 OPTIMIZERS = ("adam", "clipped_adam", "adagrad", "sgd", "rmsprop")
 
@@ -55,6 +58,16 @@ class NUTSConfig:
     adapt_mass_matrix : bool
         Adapt the mass matrix during warmup (Stan's windowed scheme). A warm start from a previous
         posterior turns it off and keeps the mass matrix estimated from that posterior's draws.
+    init_mass_matrix : {"identity", "gradient"}
+        Diagonal inverse mass matrix the warmup starts from (it is replaced when the first mass
+        matrix window ends). ``"identity"``: NumPyro's default. ``"gradient"``: per chain, from the
+        potential's gradient at the chain's initial point (unconstrained space): ``1 / |grad|``, a
+        variance estimate as nutpie starts from, with its log spread shrunk by the part the
+        unknown distance to the mode explains (see ``bayesinf.inference.nuts``), clipped to
+        ``[1e-4, 1e4]``; the step size is then searched for it. It saves warmup leapfrog steps
+        when posterior scales differ by orders of magnitude (radon varying intercepts: -27%) and
+        is about neutral otherwise. Ignored by a warm start with a given mass matrix; with
+        ``dense_mass`` it sets the diagonal.
     """
 
     chains: int = 4
@@ -65,6 +78,7 @@ class NUTSConfig:
     max_tree_depth: int = 10
     init: str | Callable = "uniform"
     adapt_mass_matrix: bool = True
+    init_mass_matrix: str = "identity"
 
     def __post_init__(self):
         owner = "NUTS settings"
@@ -76,6 +90,9 @@ class NUTSConfig:
         for name in ("dense_mass", "adapt_mass_matrix"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(name, f"of {owner} must be a bool; got {getattr(self, name)!r}")
+        if self.init_mass_matrix not in INIT_MASS_MATRICES:
+            raise InputError("init_mass_matrix", f"of {owner} must be one of {INIT_MASS_MATRICES}; "
+                                                 f"got {self.init_mass_matrix!r}")
         if isinstance(self.init, str) and self.init not in INIT_STRATEGIES:
             raise InputError("init", f"of {owner} must be one of {INIT_STRATEGIES} or a callable; got {self.init!r}")
 

@@ -54,7 +54,7 @@ def _model_path(model: Callable) -> str | None:
 
 def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: int = 1000, warmup: int = 1000,
         target_accept: float = 0.8, dense_mass: bool = False, max_tree_depth: int = 10, init="uniform",
-        init_params: Mapping[str, Any] | None = None,
+        init_mass_matrix: str = "identity", init_params: Mapping[str, Any] | None = None,
         guide="mvn", optimizer: str = "adam", learning_rate: float = 0.01, num_steps: int = 20_000,
         num_particles: int = 1, check_every: int = 1000, rtol: float = 1e-4,
         seed: int = 0, progress: bool | None = None, dtype: str = "float32",
@@ -84,6 +84,10 @@ def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: in
         NUTS target acceptance probability in (0, 1).
     dense_mass : bool
         Adapt a dense NUTS mass matrix.
+    init_mass_matrix : {"identity", "gradient"}
+        Inverse mass matrix the NUTS warmup starts from: the identity, or a diagonal scaled by the
+        gradient at each chain's initial point (fewer warmup steps on badly scaled posteriors,
+        see ``NUTSConfig``).
     max_tree_depth : int
         Maximum NUTS tree depth.
     init : str or callable
@@ -137,7 +141,8 @@ def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: in
         raise InputError("model", f"must be a NumPyro model function; got {type(model).__name__}")
     if method == "nuts":
         config = NUTSConfig(chains=chains, draws=draws, warmup=warmup, target_accept=target_accept,
-                            dense_mass=dense_mass, max_tree_depth=max_tree_depth, init=init)
+                            dense_mass=dense_mass, max_tree_depth=max_tree_depth, init=init,
+                            init_mass_matrix=init_mass_matrix)
     else:
         config = SVIConfig(guide=guide, optimizer=optimizer, learning_rate=learning_rate, num_steps=num_steps,
                            draws=draws, num_particles=num_particles, check_every=check_every, rtol=rtol)

@@ -235,6 +235,7 @@ def _nuts_config(posterior, **changes) -> NUTSConfig:
     config = NUTSConfig(chains=int(s["chains"]), draws=int(s["draws"]), warmup=int(s["warmup"]),
                         target_accept=float(s["target_accept"]), dense_mass=bool(s["dense_mass"]),
                         max_tree_depth=int(s["max_tree_depth"]),
+                        init_mass_matrix=s.get("init_mass_matrix", "identity"),
                         init=init if isinstance(init, str) and init in INIT_STRATEGIES else "uniform")
     return config.replace(**{k: v for k, v in changes.items() if v is not None})
 

@@ -12,7 +12,9 @@ import pytest
 
 import bayesinf as bi
 import models
-from bayesinf.inference.nuts import chain_layout
+from bayesinf.config import NUTSConfig
+from bayesinf.inference.binding import BoundModel
+from bayesinf.inference.nuts import _gradient_inverse_mass_matrix, chain_layout, run_nuts
 from bayesinf.inference.svi import has_converged
 
 SMALL_NUTS = dict(chains=2, draws=200, warmup=200, progress=False, warn=False)
@@ -155,3 +157,69 @@ def test_demo_command(tmp_path):
     for name in ("trace.png", "rank.png", "ppc.png"):
         png = (out / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def badly_scaled(scales, y=None):
+    """Independent Normal posteriors of scales ``scales`` (the prior is ~1e4 times wider)."""
+    x = numpyro.sample("x", dist.Normal(0.0, 100.0).expand([scales.shape[0]]).to_event(1))
+    numpyro.sample("y", dist.Normal(x, scales).to_event(1), obs=y)
+
+
+def test_init_mass_matrix_setting_is_validated():
+    assert NUTSConfig().init_mass_matrix == "identity"
+    with pytest.raises(bi.InputError, match="init_mass_matrix"):
+        NUTSConfig(init_mass_matrix="unit")
+
+
+def test_gradient_inverse_mass_matrix_keeps_scales_and_shrinks_noise():
+    log_var = np.log(np.geomspace(1e-3, 1e3, 8))  # inside the clipping range
+    inverse = np.asarray(_gradient_inverse_mass_matrix({"x": jnp.exp(-log_var)}, False, jnp.float32))
+    # spread var(log) = v > 1: the log deviations from the mean shrink by exactly 1 - 1/v
+    v = log_var.var()
+    np.testing.assert_allclose(np.log(inverse) - np.log(inverse).mean(), (1 - 1 / v) * (log_var - log_var.mean()),
+                               rtol=1e-4, atol=1e-4)
+    # a spread the noise of -log|d| (variance 1) explains is dropped: isotropic at the geometric mean
+    noise = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([[4.0]])}
+    flat = np.asarray(_gradient_inverse_mass_matrix(noise, False, jnp.float32))
+    np.testing.assert_allclose(flat, np.full(3, 0.5), rtol=1e-5)
+    # zero, huge and non-finite gradient components stay inside the clipping range
+    odd = np.asarray(_gradient_inverse_mass_matrix({"x": jnp.array([0.0, 1e9, jnp.nan, 1.0])}, True, jnp.float32))
+    assert odd.shape == (4, 4) and np.all(np.isfinite(odd))
+    assert np.all(np.diag(odd) >= 1e-4) and np.all(np.diag(odd) <= 1e4)
+    np.testing.assert_array_equal(odd, np.diag(np.diag(odd)))
+
+
+def test_gradient_initial_mass_matrix_cuts_warmup_on_a_badly_scaled_target():
+    scales = np.geomspace(1e-3, 1.0, 8).astype(np.float32)
+    model = BoundModel(badly_scaled, {})
+    arrays = {"scales": scales, "y": np.zeros(8, np.float32)}
+    # Held fixed (no adaptation), the identity needs ~pi * max/min(scales) / 2 ~ 1,500 leapfrog steps
+    # for a U-turn on the widest coordinate at a step stable on the narrowest, so most trees stop
+    # at the depth limit: 2**8 - 1 = 255 steps. From the gradient, the log variances are off by the
+    # noise -log|d|, |d| uniform on (0, 2) (the worst pair of 8 coordinates: sd ratio
+    # ~sqrt(1.8 / 0.2) = 3), and by the shrinkage (range compressed by 1000**(2/21) ~ 1.4): a
+    # condition number ~4, ~pi * 4 ~ 13 steps per U-turn, so median trees of depth <= 5 (<= 63 steps).
+    fixed = NUTSConfig(chains=2, draws=100, warmup=100, max_tree_depth=8, adapt_mass_matrix=False)
+    identity = run_nuts(model, arrays, fixed, seed=0)
+    gradient = run_nuts(model, arrays, fixed.replace(init_mass_matrix="gradient"), seed=0)
+    assert np.median(identity.stats["n_steps"]) == 255
+    assert np.median(gradient.stats["n_steps"]) <= 63
+    # Adapted as usual, both start from their initial matrix until the first mass matrix update
+    # (iteration 100 of a 150-iteration warmup) and share the estimate after it: the first 100
+    # iterations cost ~255 vs <= 63 steps as above, the last 50 about the same, ~(100 * 255 + 50 * 63)
+    # / (150 * 63) ~ 3x fewer for the gradient start; a factor 2 leaves room for the first, shorter
+    # trees while the chains move from their initial points to the posterior.
+    config = NUTSConfig(chains=2, draws=200, warmup=150, max_tree_depth=8)
+    identity = run_nuts(model, arrays, config, seed=0)
+    gradient = run_nuts(model, arrays, config.replace(init_mass_matrix="gradient"), seed=0)
+    again = run_nuts(model, arrays, config.replace(init_mass_matrix="gradient"), seed=0)
+    assert not gradient.info["cached_sampler"] and again.info["cached_sampler"]  # the setting is compiled in
+    np.testing.assert_array_equal(gradient.draws["x"], again.draws["x"])
+    identity_steps = np.asarray(identity.info["warmup_leapfrog_steps"])
+    gradient_steps = np.asarray(gradient.info["warmup_leapfrog_steps"])
+    assert identity_steps.shape == (2,)
+    assert 2 * gradient_steps.sum() < identity_steps.sum()
+    assert gradient.stats["diverging"].sum() == 0
+    # the draws still have the posterior's scales: an sd estimated from ESS >= 100 has relative
+    # error 1 / sqrt(2 * 100) ~ 7%, so 0.3 is a > 4 sigma bound
+    np.testing.assert_allclose(gradient.draws["x"].std(axis=(0, 1)) / scales, 1.0, atol=0.3)

@@ -88,7 +88,8 @@ class NUTSResult:
 
     ``draws[name]`` has shape ``(chains, draws, *site_shape)``; ``stats[name]`` ``(chains, draws)``.
     ``info`` holds wall times in seconds (``init``, ``first_block``, ``sampling``, ``total``),
-    ``step_size`` per chain and whether the sampler came from the cache.
+    the leapfrog steps each chain took during warmup (``warmup_leapfrog_steps``, a list of
+    ``chains`` ints) and whether the sampler came from the cache.
     """
 
     draws: dict[str, np.ndarray]
@@ -169,6 +170,54 @@ def _with_tuning(state, step_size, inverse_mass_matrix, dense: bool):
     return state._replace(adapt_state=adapt)
 
 
+def _gradient_inverse_mass_matrix(z_grad, dense: bool, dtype):
+    """Initial inverse mass matrix from the potential's gradient at the initial point.
+
+    For a Gaussian coordinate of scale ``s`` at distance ``d`` from its mean the gradient is
+    ``d / s**2``, so ``log(1 / |grad|) = 2 log s - log |d|``: the log variance plus noise from the
+    unknown distance. For ``d`` uniform on ``(0, a)`` (NumPyro's uniform initialization, in
+    unconstrained space) ``-log |d|`` has variance exactly 1 whatever ``a``, so the log variances are
+    estimated by shrinking ``log(1 / |grad|)`` towards its mean over coordinates by the factor
+    ``max(0, 1 - 1 / var)`` (James-Stein; ``var`` is their variance over coordinates): widely
+    different scales are kept, differences the noise explains are not. Raw ``1 / |grad|`` (as
+    nutpie starts) doubled the first warmup steps of well-scaled posteriors in our benchmarks.
+    Entries are clipped to ``[1e-4, 1e4]`` before (the identity is 1; a vanishing component would
+    otherwise freeze its coordinate) and non-finite ones set to 1. Returns ``(dim,)``, or that
+    diagonal as ``(dim, dim)`` when ``dense``.
+    """
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    flat, _ = ravel_pytree(z_grad)  # sites in sorted name order, as NumPyro ravels them
+    inverse = jnp.clip(1.0 / jnp.abs(flat), 1e-4, 1e4)
+    log_inverse = jnp.log(jnp.where(jnp.isfinite(inverse), inverse, 1.0))
+    center = jnp.mean(log_inverse)
+    spread = jnp.var(log_inverse)
+    shrink = jnp.where(spread > 1.0, 1.0 - 1.0 / jnp.maximum(spread, 1.0), 0.0)
+    inverse = jnp.exp(center + shrink * (log_inverse - center)).astype(dtype)
+    return jnp.diag(inverse) if dense else inverse
+
+
+def _gradient_tuning(kernel, state, arrays, rng_key, dense: bool):
+    """``state`` with the warmup restarted from ``1 / |grad|`` (see ``_gradient_inverse_mass_matrix``)
+    and a step size found for it by NumPyro's ``find_reasonable_step_size``, as its warmup adapter
+    does for the identity; the windowed adaptation then continues from there."""
+    import jax.numpy as jnp
+    from numpyro.infer.hmc import momentum_generator
+    from numpyro.infer.hmc_util import (IntegratorState, _initialize_mass_matrix, euclidean_kinetic_energy,
+                                        find_reasonable_step_size)
+
+    inverse_mass_matrix = _gradient_inverse_mass_matrix(state.z_grad, dense, state.adapt_state.step_size.dtype)
+    (names,) = tuple(state.adapt_state.inverse_mass_matrix)
+    blocks, _, _ = _initialize_mass_matrix(state.z, {names: inverse_mass_matrix}, [names] if dense else [])
+    potential_fn = kernel._potential_fn_gen(**arrays)  # the potential NUTS.init built, data as arguments
+    z_info = IntegratorState(state.z, None, state.potential_energy, state.z_grad)
+    # NumPyro's warmup adapter passes the inverse mass matrix blocks as the momentum scale here too.
+    step_size = find_reasonable_step_size(potential_fn, euclidean_kinetic_energy, momentum_generator,
+                                          jnp.ones_like(state.adapt_state.step_size), blocks, z_info, rng_key)
+    return _with_tuning(state, step_size, inverse_mass_matrix, dense)
+
+
 def _build_sampler(model: BoundModel, config: NUTSConfig, devices: int, per_device: int) -> _Sampler:
     import jax
     import jax.numpy as jnp
@@ -188,6 +237,8 @@ def _build_sampler(model: BoundModel, config: NUTSConfig, devices: int, per_devi
         state = kernel.init(rng_key, config.warmup, start.get("z"), (), arrays)
         if "step_size" in start:
             state = _with_tuning(state, start["step_size"], start["inverse_mass_matrix"], config.dense_mass)
+        elif config.init_mass_matrix == "gradient" and config.warmup > 0:
+            state = _gradient_tuning(kernel, state, arrays, jax.random.fold_in(rng_key, 1), config.dense_mass)
         return state
 
     def chain_block(rng_key, state, arrays, num_valid, is_first, start):
@@ -243,6 +294,8 @@ def _get_sampler(model: BoundModel, arrays, config: NUTSConfig, dtype: str,
     # ``draws`` is not compiled in (blocks run until it is reached), so it is not part of the key;
     # given initial positions make the init strategy irrelevant, so it is left out too.
     compiled = config.replace(draws=1, init="uniform") if start_kind != "cold" else config.replace(draws=1)
+    if start_kind == "tuned":  # the given mass matrix replaces the initial one
+        compiled = compiled.replace(init_mass_matrix="identity")
     key = (model, shape_key(arrays), compiled, devices, dtype, jax.default_backend(), start_kind)
     sampler = _SAMPLERS.get(key)
     if sampler is not None:
@@ -301,6 +354,7 @@ def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSCo
     kept = []
     first_block = None
     divergent = 0
+    warmup_parts = []
     try:
         for b in range(num_blocks):
             t0 = time.perf_counter()
@@ -311,6 +365,8 @@ def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSCo
                 jax.block_until_ready(state)
                 first_block = time.perf_counter() - t0
             lo = max(config.warmup - b * BLOCK, 0)  # first kept iteration within this block
+            if lo > 0:  # read after the loop: a host copy here would wait for each block
+                warmup_parts.append((collected["n_steps"], min(lo, num_valid)))
             if lo < num_valid:
                 kept.append((collected, lo, num_valid))
             if bar is not None:
@@ -319,6 +375,8 @@ def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSCo
                 phase = "warmup" if (b + 1) * BLOCK <= config.warmup else "sampling"
                 bar.set_postfix_str(f"{phase}, {divergent} divergent")
         draws, stats = _assemble(kept, config.chains)
+        warmup_steps = sum((np.asarray(n).reshape(config.chains, BLOCK)[:, :hi].sum(axis=1, dtype=np.int64)
+                            for n, hi in warmup_parts), np.zeros(config.chains, np.int64))
     finally:
         if bar is not None:
             bar.close()
@@ -332,6 +390,7 @@ def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSCo
         "devices": sampler.devices,
         "chains_per_device": sampler.per_device,
         "backend": jax.default_backend(),
+        "warmup_leapfrog_steps": warmup_steps.tolist(),
     }
     return NUTSResult(draws, stats, info)
 

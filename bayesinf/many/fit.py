@@ -19,7 +19,7 @@ from .problems import ModelSpec, group_seed, prepare_group, split_groups
 
 __all__ = ["fit_many"]
 
-_NUTS_OPTIONS = ("target_accept", "dense_mass", "max_tree_depth", "init")
+_NUTS_OPTIONS = ("target_accept", "dense_mass", "max_tree_depth", "init", "init_mass_matrix")
 _SVI_OPTIONS = ("guide", "optimizer", "learning_rate", "num_steps", "num_particles", "check_every", "rtol")
 ERRORS = ("collect", "raise")
 
@@ -84,7 +84,7 @@ def fit_many(model_or_formula, df, by: str, *, method: str = "nuts", chains: int
         Emit one ``ConvergenceWarning`` naming the groups whose diagnosis found problems.
     **fit_kwargs
         Further options of ``bayesinf.fit``: for NUTS ``target_accept``, ``dense_mass``,
-        ``max_tree_depth``, ``init``; for SVI ``guide``, ``optimizer``, ``learning_rate``,
+        ``max_tree_depth``, ``init``, ``init_mass_matrix``; for SVI ``guide``, ``optimizer``, ``learning_rate``,
         ``num_steps``, ``num_particles``, ``check_every``, ``rtol``.
 
     Returns
