@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="largest request body in bytes (default: %(default)s)")
     serve.add_argument("--max-batch", type=int, default=32,
                        help="most single-row requests micro-batched into one call (default: %(default)s)")
-    serve.add_argument("--max-wait-ms", type=float, default=2.0,
+    serve.add_argument("--max-wait-ms", type=float, default=0.5,
                        help="longest wait of a micro-batch for requests being received (default: %(default)s)")
     serve.add_argument("--threads", type=int, default=2, help="threads running predictions (default: %(default)s)")
     serve.add_argument("--all-versions", action="store_true",

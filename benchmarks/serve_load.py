@@ -269,7 +269,7 @@ def main(argv=None) -> int:
                         help="also run every phase against a server recording to this database URL (default: off)")
     parser.add_argument("--draws", type=int, default=1000, help="draws per chain (4 chains)")
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--max-wait-ms", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0, help="seed of the open-loop arrival times")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)

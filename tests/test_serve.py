@@ -276,11 +276,13 @@ def test_concurrent_single_rows_are_micro_batched_without_recompiling(client, ti
     assert [r.status_code for r in responses] == [200] * 40
     batches = client.app.state.metrics.batches.count - before
     assert batches < 40, "no request was batched"
-    # every row's answer is a draw of its own predictive distribution: within 5 sd of the solo mean
-    solo = tiny_linreg.predict(x, seed=0)
-    means = np.array([r.json()["predictions"][0]["y"]["mean"] for r in responses])
-    # Two Monte Carlo means from independent draws differ with SE sqrt(2) * sd / sqrt(draws); k = 5.
-    assert np.all(np.abs(means - solo.mean) < 5 * np.sqrt(2) * solo.sd / np.sqrt(solo.draws.shape[0]) + 1e-6)
+    # a micro-batched row keeps its own row number: exactly the numbers of a solo request
+    for row, r in zip(x, responses):
+        solo = tiny_linreg.predict(row[None], seed=0)
+        got = r.json()["predictions"][0]["y"]
+        assert got["mean"] == float(solo.mean[0])
+        assert got["intervals"]["0.9"] == {"lower": float(solo.interval(0.9)[0][0]),
+                                           "upper": float(solo.interval(0.9)[1][0])}
     for rows in (1, 3, 17, MAX_ROWS):  # multi-row requests up to the limit
         r = client.post("/v1/models/lin/predict", json={"instances": {"X": small_data["X"][:rows].tolist()}})
         assert r.status_code == 200

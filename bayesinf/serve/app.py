@@ -148,7 +148,7 @@ def _responses(*codes: int, ok: dict | None = None) -> dict:
 
 
 def create_app(store_path, api_key: str | None = None, *, max_rows: int = 1000, max_return_draws: int = 1000,
-               max_body_bytes: int = 1 << 20, max_batch: int = 32, max_wait_ms: float = 2.0,
+               max_body_bytes: int = 1 << 20, max_batch: int = 32, max_wait_ms: float = 0.5,
                all_versions: bool = False, cors_origins=(), threads: int = 2, load_in_background: bool = True,
                monitor=None):
     """Build the FastAPI app serving the models of the store at ``store_path``.

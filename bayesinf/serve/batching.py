@@ -8,10 +8,8 @@ quiet server adds no wait. The batch is predicted by ``run_batch``, on the event
 (``executor=None``: a call of a few rows takes about a millisecond, less than a hop to a thread
 and back) or in ``executor``, and each request gets its own result back.
 
-Known limitation: predictive random draws depend on a row's position within the call, so a
-micro-batched row's interval can differ from a solo request's at the Monte Carlo level (both are
-draws of the same predictive distribution). Requests that must be reproducible exactly are made
-solo or with several rows.
+Each request's rows keep their own row numbers in the call (``Predictor.chunks(row_ids=...)``),
+so a micro-batched request gets exactly the numbers it gets alone.
 """
 
 from __future__ import annotations

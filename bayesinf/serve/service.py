@@ -137,6 +137,9 @@ class ServedModel:
         """
         counts = [n for n, _ in requests]
         num_rows = sum(counts)
+        # Each request's rows are numbered 0..n-1, as alone: a micro-batched row gets the draws a
+        # solo request gets (row-keyed draws, see ``bayesinf.predictive``).
+        row_ids = None if len(requests) == 1 else np.concatenate([np.arange(n) for n in counts])
         if len(requests) == 1:
             arrays = requests[0][1]
         else:
@@ -145,7 +148,7 @@ class ServedModel:
                       for k, v in first.items()}
         # Overflow far outside the training data is reported per request (as None), not as warnings.
         with precision(self.posterior.dtype), np.errstate(all="ignore"):
-            chunks = self.predictor.chunks(arrays, num_rows, options.seed)
+            chunks = self.predictor.chunks(arrays, num_rows, options.seed, row_ids=row_ids)
             pred = assemble(chunks, num_rows, self.sites_info, options.levels, options.kind, options.seed,
                             options.return_draws > 0,
                             executor=summary_executor() if num_rows > BLOCK_ROWS else None)
