@@ -25,9 +25,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..config import NUTSConfig
+from ..config import SVI_INIT_STRATEGIES, NUTSConfig
 from ..inference.binding import BoundModel, shape_key
-from ..inference.nuts import BLOCK
+from ..errors import InputError
+from ..inference.nuts import BLOCK, _init_strategy, _strong
 
 __all__ = ["run_nuts_groups", "group_layout"]
 
@@ -50,29 +51,18 @@ def group_layout(num_groups: int, num_devices: int) -> tuple[int, int]:
     return devices, -(-num_groups // devices)
 
 
-def _init_strategy(init):
-    from numpyro import infer
-
-    if callable(init):
-        return init
-    return {"uniform": infer.init_to_uniform, "median": infer.init_to_median, "mean": infer.init_to_mean,
-            "sample": infer.init_to_sample, "feasible": infer.init_to_feasible}[init]
-
-
-def _strong(tree):
-    """Drop JAX weak types so the state's types are the same on every block (no recompiling)."""
-    import jax
-    from jax import lax
-
-    return jax.tree.map(lambda x: lax.convert_element_type(x, x.dtype), tree)
-
-
 def _build(model: BoundModel, config: NUTSConfig, devices: int, per_device: int) -> _GroupSampler:
     import jax
     import jax.numpy as jnp
     from jax import lax
     from numpyro.infer import NUTS
 
+    if config.init in SVI_INIT_STRATEGIES:
+        raise InputError("init", f"is {config.init!r}, which the vectorized fit of groups does not run",
+                         "a NumPyro init strategy (\"uniform\", \"median\", ...), or strategy=\"sequential\"")
+    if config.init_mass_matrix != "identity":
+        raise InputError("init_mass_matrix", f"is {config.init_mass_matrix!r}, which the vectorized fit of groups "
+                         "does not run", "\"identity\", or strategy=\"sequential\"")
     kernel = NUTS(model, target_accept_prob=config.target_accept, dense_mass=config.dense_mass,
                   max_tree_depth=config.max_tree_depth, init_strategy=_init_strategy(config.init))
 
