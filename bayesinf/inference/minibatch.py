@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -41,12 +40,13 @@ import numpy as np
 from ..config import SVIConfig
 from ..errors import InputError
 from .binding import BoundModel, shape_key
+from .cache import ProgramCache
 from .svi import SVIResult, _make_guide, has_converged
 
 __all__ = ["run_minibatch_svi", "Subsampled", "check_scaling", "learning_rate_schedule"]
 
 _CACHE_SIZE = 8
-_PROGRAMS: "OrderedDict[Any, _Program]" = OrderedDict()
+_PROGRAMS = ProgramCache(_CACHE_SIZE)  # compiled programs
 
 
 def _plate_rows(rows, num_rows: int, batch_size: int) -> Callable:
@@ -194,7 +194,6 @@ def _get_program(model: Subsampled, batch, extra, config: SVIConfig, lr_decay: f
            jax.default_backend())
     program = _PROGRAMS.get(key)
     if program is not None:
-        _PROGRAMS.move_to_end(key)
         return program, True
     inner = _make_guide_scaled(config, model, init_scale)
     # An autoguide traces ``model`` (which takes ``_rows``); a user's guide takes the data only.
@@ -218,9 +217,7 @@ def _get_program(model: Subsampled, batch, extra, config: SVIConfig, lr_decay: f
         return state, losses, jax.tree.map(lambda t: t / losses.shape[0], total)
 
     program = _Program(svi, guide, jax.jit(chunk))
-    _PROGRAMS[key] = program
-    while len(_PROGRAMS) > _CACHE_SIZE:
-        _PROGRAMS.popitem(last=False)
+    _PROGRAMS.put(key, program)
     return program, False
 
 

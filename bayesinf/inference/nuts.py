@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -31,6 +30,7 @@ import numpy as np
 
 from ..config import SVI_INIT_STRATEGIES, NUTSConfig
 from .binding import BoundModel, shape_key
+from .cache import ProgramCache
 
 __all__ = ["run_nuts", "NUTSResult", "Start", "chain_layout", "unconstrain_draws", "flatten_sites", "unflatten_sites",
            "BLOCK"]
@@ -38,8 +38,8 @@ __all__ = ["run_nuts", "NUTSResult", "Start", "chain_layout", "unconstrain_draws
 #: Iterations per compiled block (a progress-bar tick).
 BLOCK = 100
 _CACHE_SIZE = 16
-_SAMPLERS: "OrderedDict[Any, _Sampler]" = OrderedDict()  # compiled samplers, least recently used first
-_UNCONSTRAIN: "OrderedDict[Any, Callable]" = OrderedDict()  # jitted constrained -> unconstrained maps
+_SAMPLERS = ProgramCache(_CACHE_SIZE)  # compiled samplers
+_UNCONSTRAIN = ProgramCache(_CACHE_SIZE)  # jitted constrained -> unconstrained maps
 
 
 @dataclass(frozen=True)
@@ -299,13 +299,8 @@ def _get_sampler(model: BoundModel, arrays, config: NUTSConfig, dtype: str,
     key = (model, shape_key(arrays), compiled, devices, dtype, jax.default_backend(), start_kind)
     sampler = _SAMPLERS.get(key)
     if sampler is not None:
-        _SAMPLERS.move_to_end(key)
         return sampler, True
-    sampler = _build_sampler(model, compiled, devices, per_device)
-    _SAMPLERS[key] = sampler
-    while len(_SAMPLERS) > _CACHE_SIZE:
-        _SAMPLERS.popitem(last=False)
-    return sampler, False
+    return _SAMPLERS.put(key, _build_sampler(model, compiled, devices, per_device)), False
 
 
 def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSConfig, seed: int,
@@ -441,10 +436,7 @@ def unconstrain_draws(model: BoundModel, arrays: Mapping[str, np.ndarray], draws
     key = (model, shape_key(arrays), shape_key(draws), dtype, jax.default_backend())
     fn = _UNCONSTRAIN.get(key)
     if fn is None:
-        fn = jax.jit(jax.vmap(lambda d, a: unconstrain_fn(model, (), a, d), in_axes=(0, None)))
-        _UNCONSTRAIN[key] = fn
-        while len(_UNCONSTRAIN) > _CACHE_SIZE:
-            _UNCONSTRAIN.popitem(last=False)
+        fn = _UNCONSTRAIN.put(key, jax.jit(jax.vmap(lambda d, a: unconstrain_fn(model, (), a, d), in_axes=(0, None))))
     out = fn({k: np.asarray(v, dtype) for k, v in draws.items()}, dict(arrays))
     return {k: np.asarray(v) for k, v in out.items()}
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -24,11 +23,12 @@ import numpy as np
 
 from ..config import SVIConfig
 from .binding import BoundModel, shape_key
+from .cache import ProgramCache
 
 __all__ = ["run_svi", "SVIResult", "has_converged", "initial_draws", "INIT_SVI"]
 
 _CACHE_SIZE = 16
-_PROGRAMS: "OrderedDict[Any, _Program]" = OrderedDict()  # compiled SVI programs, least recent first
+_PROGRAMS = ProgramCache(_CACHE_SIZE)  # compiled programs
 
 
 @dataclass
@@ -96,7 +96,6 @@ def _get_program(model: BoundModel, arrays, config: SVIConfig, dtype: str) -> tu
     key = (model, shape_key(arrays), compile_config, dtype, jax.default_backend())
     program = _PROGRAMS.get(key)
     if program is not None:
-        _PROGRAMS.move_to_end(key)
         return program, True
     guide = _make_guide(config, model, model.static)
     svi = SVI(model, guide, _make_optimizer(config), Trace_ELBO(num_particles=config.num_particles))
@@ -118,9 +117,7 @@ def _get_program(model: BoundModel, arrays, config: SVIConfig, dtype: str) -> tu
     # trace recorded under jit would hold tracers that ``sample_posterior`` later reads.
     program = _Program(svi, guide, lambda key, arrays, params=None: svi.init(key, init_params=params, **arrays),
                        jax.jit(chunk))
-    _PROGRAMS[key] = program
-    while len(_PROGRAMS) > _CACHE_SIZE:
-        _PROGRAMS.popitem(last=False)
+    _PROGRAMS.put(key, program)
     return program, False
 
 

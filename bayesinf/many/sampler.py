@@ -19,21 +19,21 @@ group is repeated to fill the layout and the copies are dropped: no group's post
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..config import SVI_INIT_STRATEGIES, NUTSConfig
 from ..inference.binding import BoundModel, shape_key
+from ..inference.cache import ProgramCache
 from ..errors import InputError
 from ..inference.nuts import BLOCK, _init_strategy, _strong
 
 __all__ = ["run_nuts_groups", "group_layout"]
 
 _CACHE_SIZE = 8
-_SAMPLERS: "OrderedDict[Any, _GroupSampler]" = OrderedDict()  # compiled samplers, least recent first
+_SAMPLERS = ProgramCache(_CACHE_SIZE)  # compiled group samplers
 
 
 @dataclass
@@ -119,13 +119,8 @@ def _get_sampler(model: BoundModel, stacked, config: NUTSConfig, dtype: str, dev
     key = _cache_key(model, stacked, config, dtype, devices, per_device)
     sampler = _SAMPLERS.get(key)
     if sampler is not None:
-        _SAMPLERS.move_to_end(key)
         return sampler, True
-    sampler = _build(model, config, devices, per_device)
-    _SAMPLERS[key] = sampler
-    while len(_SAMPLERS) > _CACHE_SIZE:
-        _SAMPLERS.popitem(last=False)
-    return sampler, False
+    return _SAMPLERS.put(key, _build(model, config, devices, per_device)), False
 
 
 def run_nuts_groups(model: BoundModel, arrays: Sequence[Mapping[str, np.ndarray]], config: NUTSConfig,
