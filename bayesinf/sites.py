@@ -76,9 +76,49 @@ def _find_argument(value, arrays: Mapping[str, np.ndarray]) -> str | None:
     return None
 
 
+def abstract_trace(model: BoundModel, arrays: Mapping[str, np.ndarray]) -> dict:
+    """The model's trace on its data with latent values abstract: the model runs under
+    ``jax.eval_shape``, so nothing is computed or compiled (an eager trace compiles every
+    operation it meets, about half a second for a small model in a new process).
+
+    Sites keep ``type``, ``is_observed``, ``cond_indep_stack``, ``fn`` (distribution parameters
+    may be abstract: read shapes and supports only) and ``value``: the array given as ``obs=``
+    for observed sites, a ``jax.ShapeDtypeStruct`` for the others.
+    """
+    import jax
+    from numpyro import handlers
+    from numpyro.infer import init_to_uniform
+
+    box = {}
+
+    def run():
+        seeded = handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
+        box["trace"] = handlers.trace(seeded).get_trace(**arrays)
+
+    jax.eval_shape(run)
+    out = {}
+    for name, site in box["trace"].items():
+        value = site.get("value")
+        if isinstance(value, jax.core.Tracer):
+            value = jax.ShapeDtypeStruct(value.shape, value.dtype)
+        out[name] = {**site, "value": value}
+    return out
+
+
 def inspect_model(model: BoundModel, arrays: Mapping[str, np.ndarray]) -> tuple[ModelSites, object]:
-    """Trace the model on its data; return its ``ModelSites`` and the trace."""
-    trace = trace_model(model, arrays)
+    """Trace the model on its data; return its ``ModelSites`` and the trace (values of latent
+    sites may be ``jax.ShapeDtypeStruct``: read their shapes only)."""
+    try:
+        return _inspect(abstract_trace(model, arrays), arrays)
+    except Exception:
+        # Observed values computed inside the model, or Python control flow on values, need
+        # the concrete trace; so do the error messages, which name the data.
+        return _inspect(trace_model(model, arrays), arrays)
+
+
+def _inspect(trace, arrays) -> tuple[ModelSites, object]:
+    import jax
+
     latent, observed, deterministic = [], [], []
     observed_args, num_classes = {}, {}
     for name, site in trace.items():
@@ -87,6 +127,8 @@ def inspect_model(model: BoundModel, arrays: Mapping[str, np.ndarray]) -> tuple[
         if site["type"] != "sample":
             continue
         if site["is_observed"]:
+            if isinstance(site["value"], (jax.core.Tracer, jax.ShapeDtypeStruct)):
+                raise TypeError(f"the observed value of '{name}' is computed in the model")
             observed.append(name)
             arg = _find_argument(site["value"], arrays)
             if arg is not None:

@@ -223,3 +223,45 @@ def test_gradient_initial_mass_matrix_cuts_warmup_on_a_badly_scaled_target():
     # the draws still have the posterior's scales: an sd estimated from ESS >= 100 has relative
     # error 1 / sqrt(2 * 100) ~ 7%, so 0.3 is a > 4 sigma bound
     np.testing.assert_allclose(gradient.draws["x"].std(axis=(0, 1)) / scales, 1.0, atol=0.3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2**31 - 1, 2**31, 2**32 - 1])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_host_key_data_is_jax_prng_key(seed, dtype):
+    """The chains' keys are derived inside the compiled sampler from ``key_data(seed)``; it must be
+    JAX's own ``PRNGKey(seed)`` in either precision, else seeds would mean other draws."""
+    import jax
+
+    from bayesinf.inference.nuts import key_data
+    from bayesinf.runtime import precision
+
+    with precision(dtype):
+        expected = np.asarray(jax.random.key_data(jax.random.PRNGKey(seed)))
+    np.testing.assert_array_equal(key_data(seed), expected)
+
+
+def _obs_computed_in_model(x, y=None):
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+    with numpyro.plate("rows", x.shape[0]):
+        numpyro.sample("y", dist.Normal(b * x, 1.0), obs=None if y is None else jnp.asarray(y) * 1.0)
+
+
+def test_model_traced_without_computation_and_with_it_when_needed():
+    """Sites are read from an abstract trace; a model that computes its observed value falls back to
+    the concrete trace and still finds which argument is observed."""
+    from bayesinf.sites import abstract_trace, inspect_model
+
+    X = np.linspace(-1, 1, 20).astype(np.float32)
+    model = BoundModel(models.linreg, {"sigma": 1.0, "tau": 2.0})
+    Xm = np.stack([X, -X], axis=1)
+    arrays = {"X": Xm, "y": X.copy()}
+    trace = abstract_trace(model, arrays)
+    assert trace["y"]["value"] is arrays["y"]  # the observed array itself
+    assert not isinstance(trace["b"]["value"], np.ndarray)  # abstract: shape only
+    sites, _ = inspect_model(model, arrays)
+    assert sites.observed_args == {"y": "y"} and sites.latent == ("b",)
+
+    computed = BoundModel(_obs_computed_in_model, {})
+    sites, trace = inspect_model(computed, {"x": X, "y": 2 * X + 1})
+    assert sites.observed_args == {"y": "y"} and sites.latent == ("b",)
+    assert np.shape(trace["b"]["value"]) == ()

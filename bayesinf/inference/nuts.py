@@ -140,9 +140,16 @@ def _strong(tree):
     return jax.tree.map(lambda x: lax.convert_element_type(x, x.dtype), tree)
 
 
+def key_data(seed: int) -> np.ndarray:
+    """``jax.random.PRNGKey(seed)`` as a ``(2,)`` uint32 numpy array, for seeds in [0, 2**32),
+    without running (and compiling) JAX's seeding on the host."""
+    seed = int(seed)
+    return np.array([(seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF], dtype=np.uint32)
+
+
 @dataclass
 class _Sampler:
-    block: Callable  # (keys, state, arrays, num_valid, is_first, start) -> (state, collected)
+    block: Callable  # (seed_key, chain_ids, state, arrays, num_valid, is_first, start) -> (state, collected)
     init_shape: Callable  # (key, arrays, start) -> per-chain state structure (no compilation)
     devices: int
     per_device: int
@@ -241,11 +248,17 @@ def _build_sampler(model: BoundModel, config: NUTSConfig, devices: int, per_devi
             state = _gradient_tuning(kernel, state, arrays, jax.random.fold_in(rng_key, 1), config.dense_mass)
         return state
 
-    def chain_block(rng_key, state, arrays, num_valid, is_first, start):
+    num_chains = devices * per_device
+
+    def chain_block(seed_key, chain_id, state, arrays, num_valid, is_first, start):
         # Initialization lives in the same compiled program as the iterations (one compilation
-        # instead of two); on later blocks the branch is skipped at run time.
-        state = _strong(lax.cond(is_first, lambda _: _strong(init_chain(rng_key, arrays, start)),
-                                 lambda _: state, None))
+        # instead of two); on later blocks the branch is skipped at run time. Chain c starts
+        # from ``split(PRNGKey(seed), chains)[c]``, computed here rather than on the host.
+        def initialize(_):
+            rng_key = jax.random.split(seed_key, num_chains)[chain_id]
+            return _strong(init_chain(rng_key, arrays, start))
+
+        state = _strong(lax.cond(is_first, initialize, lambda _: state, None))
         postprocess = kernel.postprocess_fn((), arrays)
 
         def step(state, i):
@@ -264,18 +277,18 @@ def _build_sampler(model: BoundModel, config: NUTSConfig, devices: int, per_devi
         return lax.scan(step, state, jnp.arange(BLOCK))
 
     if per_device == 1:  # no vmap: a batched NUTS tree-building loop compiles slower
-        def device_block(keys, state, arrays, num_valid, is_first, start):
+        def device_block(seed_key, chain_ids, state, arrays, num_valid, is_first, start):
             squeeze = lambda tree: jax.tree.map(lambda x: x[0], tree)
-            out = chain_block(keys[0], squeeze(state), arrays, num_valid, is_first, squeeze(start))
+            out = chain_block(seed_key, chain_ids[0], squeeze(state), arrays, num_valid, is_first, squeeze(start))
             return jax.tree.map(lambda x: x[None], out)
     else:
-        device_block = jax.vmap(chain_block, in_axes=(0, 0, None, None, None, 0))
+        device_block = jax.vmap(chain_block, in_axes=(None, 0, 0, None, None, None, 0))
     if devices > 1:
-        block_fn = jax.pmap(device_block, in_axes=(0, 0, None, None, None, 0))
+        block_fn = jax.pmap(device_block, in_axes=(None, 0, 0, None, None, None, 0))
     else:
-        def single_device(keys, state, arrays, num_valid, is_first, start):
+        def single_device(seed_key, chain_ids, state, arrays, num_valid, is_first, start):
             first = lambda tree: jax.tree.map(lambda x: x[0], tree)
-            out = device_block(keys[0], first(state), arrays, num_valid, is_first, first(start))
+            out = device_block(seed_key, chain_ids[0], first(state), arrays, num_valid, is_first, first(start))
             return jax.tree.map(lambda x: x[None], out)
 
         block_fn = jax.jit(single_device)
@@ -329,13 +342,15 @@ def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSCo
     t_start = time.perf_counter()
     sampler, cached = _get_sampler(model, arrays, config, dtype, "cold" if start is None else start.kind)
     device_arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
-    keys = jax.random.split(jax.random.PRNGKey(seed), config.chains)
-    keys = keys.reshape(sampler.devices, sampler.per_device, *keys.shape[1:])
+    seed_key = key_data(seed)
+    chain_ids = np.arange(config.chains, dtype=np.int32).reshape(sampler.devices, sampler.per_device)
     starts = {} if start is None else start.tree(config.chains, dtype)
     starts = jax.tree.map(lambda v: v.reshape(sampler.devices, sampler.per_device, *v.shape[1:]), starts)
     # A placeholder state of the right structure; the first block replaces it by NumPyro's init.
     if sampler.state_shape is None:  # the same for every call: the cache key fixes all shapes
-        sampler.state_shape = sampler.init_shape(keys[0, 0], device_arrays, jax.tree.map(lambda v: v[0, 0], starts))
+        one_chain = lambda v: jax.ShapeDtypeStruct(v.shape[2:], v.dtype)
+        sampler.state_shape = sampler.init_shape(jax.ShapeDtypeStruct(seed_key.shape, seed_key.dtype), device_arrays,
+                                                 jax.tree.map(one_chain, starts))
     shape = sampler.state_shape
     state = jax.tree.map(lambda s: np.zeros((sampler.devices, sampler.per_device, *s.shape), s.dtype), shape)
     if sampler.devices > 1:  # laid out as the compiled block returns it, else pmap compiles again
@@ -354,8 +369,8 @@ def run_nuts(model: BoundModel, arrays: Mapping[str, np.ndarray], config: NUTSCo
         for b in range(num_blocks):
             t0 = time.perf_counter()
             num_valid = min(BLOCK, total - b * BLOCK)
-            state, collected = sampler.block(keys, state, device_arrays, jnp.asarray(num_valid, jnp.int32),
-                                             jnp.asarray(b == 0), starts)
+            state, collected = sampler.block(seed_key, chain_ids, state, device_arrays,
+                                             np.int32(num_valid), np.bool_(b == 0), starts)
             if b == 0:
                 jax.block_until_ready(state)
                 first_block = time.perf_counter() - t0
