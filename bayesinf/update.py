@@ -6,8 +6,8 @@ Two modes:
   from the previous fit. NUTS chains start at previous draws (one per chain, in unconstrained
   space), with the previous adapted step size and an inverse mass matrix estimated from the
   previous draws in unconstrained space (the estimator Stan's windowed adaptation applies to
-  warmup draws, here over every kept draw); the warmup then only re-tunes the step size
-  (``WARM_WARMUP`` iterations by default, mass matrix held fixed). SVI starts from the previous
+  warmup draws, here over every kept draw); the warmup then only re-tunes the step size, in
+  one dual averaging window (``WARM_WARMUP`` iterations by default, mass matrix held fixed). SVI starts from the previous
   guide parameters and runs at most ``num_steps // 4`` steps. The result is the exact posterior
   of the combined data, whatever the model.
 - ``"sequential"``: fit on the new rows alone, with the previous posterior as the prior. The
@@ -36,10 +36,10 @@ from .errors import InputError
 __all__ = ["update", "MODES", "WARM_WARMUP", "previous_posterior_normal", "lineage_of"]
 
 MODES = ("refit", "sequential")
-#: Warmup iterations of a warm-started NUTS refit: enough for the step size's dual averaging to
-#: settle from the previous value when the mass matrix is already right (measured on the radon
-#: model in ``benchmarks/update.py``; see ``docs/update.md``).
-WARM_WARMUP = 200
+#: Warmup iterations of a warm-started NUTS refit: one window of step size adaptation from the
+#: previous value, the mass matrix already right. On the radon model 25 and 50 iterations give the
+#: cold refit's bulk ESS per draw (measured in ``benchmarks/update.py``; see ``docs/update.md``).
+WARM_WARMUP = 50
 #: Name of the joint latent vector of a sequential update's model.
 JOINT_SITE = "_previous_posterior"
 #: Relative jitter added to the diagonal of the fitted covariance (times its mean diagonal), so the

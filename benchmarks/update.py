@@ -6,7 +6,8 @@ warmup); the other 10% are the new rows. Contenders, on the same 919 rows:
 
 - ``cold``: ``bi.fit`` on all rows, 1000 warmup (the default);
 - ``warm``: ``parent.update(new rows)``: chains start at parent draws, with its step size and a
-  mass matrix from its draws, ``WARM_WARMUP`` warmup iterations (step size only).
+  mass matrix from its draws, ``WARM_WARMUP`` warmup iterations (one window of step size
+  adaptation).
 
 In-process: both compiled samplers are built by an untimed first call (bayesinf caches them,
 so a refit in a running process never compiles again), then ``--repeats`` alternating timed calls
@@ -16,7 +17,8 @@ this before); the time is that of the fit/update call alone.
 
 Quality: the largest |mean difference| over all parameters in units of the combined MCSE
 (``max |mean_warm - mean_cold| / sqrt(mcse_warm^2 + mcse_cold^2)``; about 3.5 is expected as
-the largest of 89 standard normals), and the smallest bulk ESS per draw of each. ``--warmups``
+the largest of 89 standard normals), the smallest bulk ESS per draw of each, and the speed at equal
+quality: smallest bulk ESS per second, warm over cold. ``--warmups``
 also runs warm updates with other warmup lengths and reports the same, the measurement behind
 the default ``WARM_WARMUP``.
 
@@ -26,7 +28,7 @@ fixed seed): for each warmup length, the smallest bulk ESS per draw, the largest
 divergences and the seconds of the SVI initialization and of the whole fit (samplers compiled by
 an untimed first fit), 500 draws per chain.
 
-Usage: ``python benchmarks/update.py [--repeats 5] [--fresh 3] [--warmups 50,100,200,400] [--json out.json]``
+Usage: ``python benchmarks/update.py [--repeats 5] [--fresh 3] [--warmups 25,50,100,200] [--json out.json]``
 or ``python benchmarks/update.py --init-study [--init-warmups 100,300,1000] [--json out.json]``
 """
 
@@ -43,6 +45,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIT = dict(chains=4, draws=1000, warmup=1000, progress=False, warn=False)
+DRAWS = FIT["chains"] * FIT["draws"]
 
 
 def radon_split(seed: int = 0):
@@ -155,7 +158,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--fresh", type=int, default=3, help="fresh-process repeats per contender and cache state")
-    parser.add_argument("--warmups", default="50,100,200,400")
+    parser.add_argument("--warmups", default="25,50,100,200")
     parser.add_argument("--json", default=None)
     parser.add_argument("--init-study", action="store_true")
     parser.add_argument("--init-warmups", default="100,300,1000")
@@ -194,8 +197,12 @@ def main(argv=None):
         print(f"repeat {r}: cold {times['cold'][-1]:.2f} s, warm {times['warm'][-1]:.2f} s, "
               f"max |diff|/MCSE {agree[-1]:.2f}", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in times.items()}
+    # Equal quality: effective draws per second (the smallest bulk ESS over the 89 parameters).
+    ess_rate = {k: statistics.median(x["min_ess_bulk_per_draw"] * DRAWS / t for x, t in zip(q[k], times[k]))
+                for k in times}
     results["in_process"] = {
         "median_seconds": med, "ratio_cold_over_warm": med["cold"] / med["warm"],
+        "min_ess_bulk_per_second": ess_rate, "ratio_ess_per_second_warm_over_cold": ess_rate["warm"] / ess_rate["cold"],
         "max_abs_mean_diff_over_mcse": {"median": statistics.median(agree), "max": max(agree)},
         "quality_median": {k: {m: statistics.median(x[m] for x in v) for m in v[0]} for k, v in q.items()},
     }

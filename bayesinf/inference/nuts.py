@@ -156,16 +156,22 @@ class _Sampler:
     state_shape: Any = None  # ``init_shape``'s result, kept: tracing it costs as much as a short run
 
 
-def _with_tuning(state, step_size, inverse_mass_matrix, dense: bool):
+def _with_tuning(state, step_size, inverse_mass_matrix, dense: bool, step_size_only: int | None = None):
     """``state`` with the warmup adapter restarted from ``step_size`` and ``inverse_mass_matrix``.
 
     Mirrors NumPyro's ``warmup_adapter`` initialization (``hmc_util``): the dual averaging is
     centred on ``log(10 * step_size)`` and the mass matrix square roots are derived as there, by
     its (private) ``_initialize_mass_matrix``. ``NUTS(step_size=..., inverse_mass_matrix=...)``
     would compile them in as constants; set here, they are arguments of the compiled block.
+
+    ``step_size_only=num_warmup``: the mass matrix is final, so the warmup is one window of step
+    size adaptation. The adapter starts in the last window of NumPyro's schedule for
+    ``num_warmup`` (Stan's terminal buffer), where the dual averaging runs without the restarts
+    that end each mass matrix window; a restart begins again from ten times the step size, which
+    a short warmup cannot recover from.
     """
     import jax.numpy as jnp
-    from numpyro.infer.hmc_util import _initialize_mass_matrix, dual_averaging
+    from numpyro.infer.hmc_util import _initialize_mass_matrix, build_adaptation_schedule, dual_averaging
 
     adapt = state.adapt_state
     (names,) = tuple(adapt.inverse_mass_matrix)  # one block over every latent site
@@ -174,6 +180,9 @@ def _with_tuning(state, step_size, inverse_mass_matrix, dense: bool):
     ss_init, _ = dual_averaging()
     adapt = adapt._replace(step_size=step_size, inverse_mass_matrix=inverse, mass_matrix_sqrt=sqrt,
                            mass_matrix_sqrt_inv=sqrt_inv, ss_state=ss_init(jnp.log(10 * step_size)))
+    if step_size_only:
+        last = len(build_adaptation_schedule(step_size_only)) - 1
+        adapt = adapt._replace(window_idx=jnp.full_like(adapt.window_idx, last))
     return state._replace(adapt_state=adapt)
 
 
@@ -243,7 +252,8 @@ def _build_sampler(model: BoundModel, config: NUTSConfig, devices: int, per_devi
     def init_chain(rng_key, arrays, start):
         state = kernel.init(rng_key, config.warmup, start.get("z"), (), arrays)
         if "step_size" in start:
-            state = _with_tuning(state, start["step_size"], start["inverse_mass_matrix"], config.dense_mass)
+            state = _with_tuning(state, start["step_size"], start["inverse_mass_matrix"], config.dense_mass,
+                                 step_size_only=None if config.adapt_mass_matrix else config.warmup)
         elif config.init_mass_matrix == "gradient" and config.warmup > 0:
             state = _gradient_tuning(kernel, state, arrays, jax.random.fold_in(rng_key, 1), config.dense_mass)
         return state
