@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from .errors import InputError
 
-__all__ = ["NUTSConfig", "SVIConfig", "INIT_STRATEGIES", "SVI_INIT_STRATEGIES", "INIT_MASS_MATRICES", "GUIDES",
+__all__ = ["NUTSConfig", "SVIConfig", "INIT_STRATEGIES", "SVI_INIT_STRATEGIES", "INIT_MASS_MATRICES", "CHAIN_METHODS", "GUIDES",
            "OPTIMIZERS"]
 
 INIT_STRATEGIES = ("uniform", "median", "mean", "sample", "feasible", "map", "svi")
@@ -20,6 +20,7 @@ INIT_STRATEGIES = ("uniform", "median", "mean", "sample", "feasible", "map", "sv
 SVI_INIT_STRATEGIES = ("map", "svi")
 #: Initial (inverse) mass matrices of the NUTS warmup (see ``NUTSConfig.init_mass_matrix``).
 INIT_MASS_MATRICES = ("identity", "gradient")
+CHAIN_METHODS = ("parallel", "vectorized")
 GUIDES = ("normal", "mvn", "lowrank", "laplace")
 OPTIMIZERS = ("adam", "clipped_adam", "adagrad", "sgd", "rmsprop")
 
@@ -68,6 +69,13 @@ class NUTSConfig:
         when posterior scales differ by orders of magnitude (radon varying intercepts: -27%) and
         is about neutral otherwise. Ignored by a warm start with a given mass matrix; with
         ``dense_mass`` it sets the diagonal.
+    chain_method : {"parallel", "vectorized"}
+        ``"parallel"``: chains spread over the devices (on CPU, the host devices bayesinf
+        configures, one per core), vectorized within a device when there are more chains than
+        devices. ``"vectorized"``: every chain on one device, in lock-step; each step costs the
+        deepest tree among the chains, but the gradient is one batched computation (on CPU, a
+        data-heavy likelihood such as a ``(rows, features) @ (features, chains)`` product reads
+        the data once for all chains). A GPU or TPU has one device, where both are the same.
     """
 
     chains: int = 4
@@ -79,6 +87,7 @@ class NUTSConfig:
     init: str | Callable = "uniform"
     adapt_mass_matrix: bool = True
     init_mass_matrix: str = "identity"
+    chain_method: str = "parallel"
 
     def __post_init__(self):
         owner = "NUTS settings"
@@ -93,6 +102,8 @@ class NUTSConfig:
         if self.init_mass_matrix not in INIT_MASS_MATRICES:
             raise InputError("init_mass_matrix", f"of {owner} must be one of {INIT_MASS_MATRICES}; "
                                                  f"got {self.init_mass_matrix!r}")
+        if self.chain_method not in CHAIN_METHODS:
+            raise InputError("chain_method", f"of {owner} must be one of {CHAIN_METHODS}; got {self.chain_method!r}")
         if isinstance(self.init, str) and self.init not in INIT_STRATEGIES:
             raise InputError("init", f"of {owner} must be one of {INIT_STRATEGIES} or a callable; got {self.init!r}")
 

@@ -54,7 +54,8 @@ def _model_path(model: Callable) -> str | None:
 
 def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: int = 1000, warmup: int = 1000,
         target_accept: float = 0.8, dense_mass: bool = False, max_tree_depth: int = 10, init="uniform",
-        init_mass_matrix: str = "identity", init_params: Mapping[str, Any] | None = None,
+        init_mass_matrix: str = "identity", chain_method: str = "parallel",
+        init_params: Mapping[str, Any] | None = None,
         guide="mvn", optimizer: str = "adam", learning_rate: float = 0.01, num_steps: int = 20_000,
         num_particles: int = 1, check_every: int = 1000, rtol: float = 1e-4,
         seed: int = 0, progress: bool | None = None, dtype: str = "float32",
@@ -75,6 +76,9 @@ def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: in
         Inference method.
     chains : int
         NUTS chains, run in parallel over devices.
+    chain_method : {"parallel", "vectorized"}
+        NUTS chains spread over the devices (one per CPU core), or all on one device in lock-step
+        (faster for data-heavy models whose gradient is a large matrix product; see ``NUTSConfig``).
     draws : int
         Kept draws per NUTS chain; for SVI, the number of draws taken from the fitted guide
         (one chain).
@@ -142,7 +146,7 @@ def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: in
     if method == "nuts":
         config = NUTSConfig(chains=chains, draws=draws, warmup=warmup, target_accept=target_accept,
                             dense_mass=dense_mass, max_tree_depth=max_tree_depth, init=init,
-                            init_mass_matrix=init_mass_matrix)
+                            init_mass_matrix=init_mass_matrix, chain_method=chain_method)
     else:
         config = SVIConfig(guide=guide, optimizer=optimizer, learning_rate=learning_rate, num_steps=num_steps,
                            draws=draws, num_particles=num_particles, check_every=check_every, rtol=rtol)

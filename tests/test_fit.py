@@ -265,3 +265,14 @@ def test_model_traced_without_computation_and_with_it_when_needed():
     sites, trace = inspect_model(computed, {"x": X, "y": 2 * X + 1})
     assert sites.observed_args == {"y": "y"} and sites.latent == ("b",)
     assert np.shape(trace["b"]["value"]) == ()
+
+
+def test_vectorized_chain_method_runs_every_chain_on_one_device(data):
+    X, y = data
+    post = bi.fit(models.linreg, X, y, chain_method="vectorized", seed=3, **SMALL_NUTS)
+    assert post.info["devices"] == 1 and post.info["chains_per_device"] == SMALL_NUTS["chains"]
+    assert post.settings["chain_method"] == "vectorized"
+    assert post.diagnose().ok
+    with pytest.raises(bi.InputError) as info:
+        bi.fit(models.linreg, X, y, chain_method="pmap", **SMALL_NUTS)
+    assert info.value.field == "chain_method"

@@ -313,7 +313,8 @@ def _get_sampler(model: BoundModel, arrays, config: NUTSConfig, dtype: str,
                  start_kind: str = "cold") -> tuple[_Sampler, bool]:
     import jax
 
-    devices, per_device = chain_layout(config.chains, jax.local_device_count())
+    devices, per_device = chain_layout(config.chains, 1 if config.chain_method == "vectorized" else
+                                       jax.local_device_count())
     # ``draws`` is not compiled in (blocks run until it is reached), so it is not part of the key;
     # given initial positions make the init strategy irrelevant, so it is left out too.
     compiled = config.replace(draws=1, init="uniform") if start_kind != "cold" else config.replace(draws=1)
