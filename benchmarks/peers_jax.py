@@ -189,6 +189,8 @@ def main(argv=None) -> None:
     t_start = time.perf_counter()
     settings = {**BAYESINF_SETTINGS[args.model], **json.loads(args.bayesinf_settings or "{}")}
     host_devices = settings.pop("host_devices", None)
+    if args.chain_method == "vectorized":
+        settings["chain_method"] = "vectorized"  # every chain on one device, as NumPyro's vectorized
     if args.tool.startswith("bayesinf") and host_devices is not None and args.chain_method is None:
         os.environ["BAYESINF_HOST_DEVICES"] = str(host_devices)  # read when bayesinf is imported
     if args.tool == "numpyro-parallel" and args.chain_method is None:
