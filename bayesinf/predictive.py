@@ -38,6 +38,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .inference.binding import BoundModel
+from .runtime import key_data
 
 __all__ = ["Predictor", "bucket_size", "DEFAULT_MEMORY_BUDGET", "ROW_BLOCK"]
 
@@ -152,7 +153,7 @@ class Predictor:
 
         for b in sorted({bucket_size(b, self.max_rows) for b in buckets}):
             padded = {k: (np.repeat(v[:1], b, axis=0) if k in self.row_args else v) for k, v in arrays.items()}
-            jax.block_until_ready(self._fn(self.params, jax.random.PRNGKey(0), np.arange(b, dtype=np.uint32),
+            jax.block_until_ready(self._fn(self.params, key_data(0), np.arange(b, dtype=np.uint32),
                                            padded))
 
     def chunk_rows(self, num_rows: int) -> int:
@@ -198,7 +199,7 @@ class Predictor:
                 raise InputError("row_ids", f"has shape {ids.shape} and dtype {ids.dtype}",
                                  f"{num_rows} integers in [0, {ROW_IDS})")
             ids = ids.astype(np.uint32)
-        base = jax.random.PRNGKey(seed)
+        base = key_data(seed)
         pending = None
         step = self.chunk_rows(num_rows)
         for start in range(0, num_rows, step):

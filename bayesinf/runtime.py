@@ -15,6 +15,7 @@ __all__ = [
     "configure_host_devices",
     "enable_compilation_cache",
     "precision",
+    "key_data",
     "DTYPES",
 ]
 
@@ -82,3 +83,12 @@ def precision(dtype: str):
     if dtype == "float64":
         return jax.enable_x64(True)
     return contextlib.nullcontext()
+
+
+def key_data(seed: int):
+    """``jax.random.PRNGKey(seed)`` as a ``(2,)`` uint32 numpy array, for seeds in [0, 2**32),
+    without running (and compiling) JAX's seeding on the host."""
+    import numpy as np
+
+    seed = int(seed)
+    return np.array([(seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF], dtype=np.uint32)

@@ -232,7 +232,7 @@ def test_host_key_data_is_jax_prng_key(seed, dtype):
     JAX's own ``PRNGKey(seed)`` in either precision, else seeds would mean other draws."""
     import jax
 
-    from bayesinf.inference.nuts import key_data
+    from bayesinf.runtime import key_data
     from bayesinf.runtime import precision
 
     with precision(dtype):

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..config import SVI_INIT_STRATEGIES, NUTSConfig
 from .binding import BoundModel, shape_key
+from ..runtime import key_data
 from .cache import ProgramCache
 
 __all__ = ["run_nuts", "NUTSResult", "Start", "chain_layout", "unconstrain_draws", "flatten_sites", "unflatten_sites",
@@ -138,13 +139,6 @@ def _strong(tree):
     import jax
 
     return jax.tree.map(lambda x: lax.convert_element_type(x, x.dtype), tree)
-
-
-def key_data(seed: int) -> np.ndarray:
-    """``jax.random.PRNGKey(seed)`` as a ``(2,)`` uint32 numpy array, for seeds in [0, 2**32),
-    without running (and compiling) JAX's seeding on the host."""
-    seed = int(seed)
-    return np.array([(seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF], dtype=np.uint32)
 
 
 @dataclass
