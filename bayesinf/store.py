@@ -16,6 +16,7 @@ get distinct versions because ``rename`` onto an existing (non-empty) version di
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import errno
 import json
@@ -24,7 +25,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -33,7 +34,8 @@ from .persistence import fsync_path, sha256_file, package_versions, import_model
 from .persistence import load as load_posterior
 from .persistence import save as save_posterior
 
-__all__ = ["ModelStore", "STORE_FORMAT", "STORE_FORMAT_VERSION", "check_name", "describe_inputs", "column_statistics"]
+__all__ = ["ModelStore", "STORE_FORMAT", "STORE_FORMAT_VERSION", "check_name", "describe_inputs", "column_statistics",
+           "merge_column_statistics"]
 
 STORE_FORMAT = "bayesinf.store.version"
 STORE_FORMAT_VERSION = 1
@@ -48,6 +50,10 @@ MAX_CATEGORIES = 1000
 #: (indicators, coded levels), have their value counts saved too, so drift checks treat them as
 #: categorical.
 MAX_DISCRETE_VALUES = 20
+#: Probabilities of the ``quantiles`` of ``column_statistics`` (keys written ``%g``).
+QUANTILE_PROBS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+#: Probabilities of its ``percentiles``: 0, 0.01, ..., 1.
+PERCENTILE_PROBS = np.linspace(0.0, 1.0, 101)
 RESERVED_ALIASES = ("latest",)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -113,20 +119,174 @@ def column_statistics(values, categorical: bool = False) -> dict:
     stats = {
         "count": int(x.size), "mean": float(x.mean()), "sd": float(x.std(ddof=1)) if x.size > 1 else 0.0,
         "min": float(x.min()), "max": float(x.max()),
-        "quantiles": {f"{q:g}": float(v) for q, v in
-                      zip((0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99),
-                          np.quantile(x, (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)))},
+        "quantiles": {f"{q:g}": float(v) for q, v in zip(QUANTILE_PROBS, np.quantile(x, QUANTILE_PROBS))},
     }
-    stats["percentiles"] = [float(v) for v in np.quantile(x, np.linspace(0.0, 1.0, 101))]
-    if values.dtype.kind in "biu":
-        uniq, counts = np.unique(values, return_counts=True)
-        if uniq.size <= MAX_CATEGORIES:
-            stats["value_counts"] = {str(int(u)): int(c) for u, c in zip(uniq, counts)}
-    else:
-        uniq, counts = np.unique(x, return_counts=True)
-        if uniq.size <= MAX_DISCRETE_VALUES and 5 * uniq.size <= x.size or categorical and uniq.size <= MAX_CATEGORIES:
-            stats["value_counts"] = {f"{u:.17g}": int(c) for u, c in zip(uniq, counts)}
+    stats["percentiles"] = [float(v) for v in np.quantile(x, PERCENTILE_PROBS)]
+    is_int = values.dtype.kind in "biu"
+    uniq, counts = np.unique(values if is_int else x, return_counts=True)
+    if _keeps_value_counts(uniq.size, x.size, is_int, categorical):
+        stats["value_counts"] = dict(zip(_value_keys(uniq, is_int), (int(c) for c in counts)))
     return stats
+
+
+def _keeps_value_counts(num_values: int, num_rows: int, is_int: bool, categorical: bool) -> bool:
+    if is_int:
+        return num_values <= MAX_CATEGORIES
+    is_discrete = num_values <= MAX_DISCRETE_VALUES and 5 * num_values <= num_rows
+    return is_discrete or categorical and num_values <= MAX_CATEGORIES
+
+
+def _value_keys(values: np.ndarray, is_int: bool) -> list[str]:
+    return [str(int(u)) for u in values] if is_int else [f"{u:.17g}" for u in values]
+
+
+def merge_column_statistics(old: dict, new_values, categorical: bool = False) -> dict:
+    """Statistics of a column's old rows, known only through their ``column_statistics`` ``old``,
+    together with its new values ``(rows,)``, in the format of ``column_statistics``.
+
+    Exact: count, mean and sd (pooled over the two parts), min, max, and the value counts (summed,
+    then kept or left out by the rules of ``column_statistics`` for all rows with the new values'
+    dtype; left out when ``old`` has none, as when the old rows had too many levels). Text columns
+    (``old["mean"]`` is None) get their count and value counts.
+
+    Approximate: the quantiles and percentiles invert the mixture CDF
+    ``H = (n_old F_old + n_new F_new) / n``, where ``F_old`` interpolates linearly through the
+    old percentiles (through min, quantiles and max when ``old`` has no percentiles) and
+    ``F_new`` is the new values' empirical CDF. The old percentiles resolve the old rows'
+    distribution to 1% of its mass: ``F_old`` is within ``0.01 + 1 / n_old`` of their empirical
+    CDF, so ``H`` is within ``0.01 n_old / n + 1 / n`` of all rows' empirical CDF, and a merged
+    quantile at probability ``q`` lies between the exact ones (``np.quantile`` of all rows) at
+    ``q -/+ (0.01 n_old / n + 2 / n)``. Repeated merges add up these errors, each weighted by the
+    share of the rows it concerns.
+
+    Parameters
+    ----------
+    old : dict
+        ``column_statistics`` of the old rows (or an earlier merge), as saved (JSON) or not.
+    new_values : array-like, shape (rows,)
+        The new rows' values of the column.
+    categorical : bool
+        As for ``column_statistics``: the column is a factor, so a float column keeps its value
+        counts up to ``MAX_CATEGORIES`` levels.
+
+    Returns
+    -------
+    dict
+        The statistics of all ``old["count"] + rows`` rows; a copy of ``old`` when there are no
+        new rows.
+
+    Raises
+    ------
+    InputError
+        ``old`` is not a column's statistics; ``new_values`` is not one column, has non-finite
+        numbers, or is text for a numeric column.
+    """
+    if not isinstance(old, Mapping) or isinstance(old.get("count"), bool) \
+            or not isinstance(old.get("count"), (int, np.integer)) or old["count"] < 1 or "mean" not in old:
+        raise InputError("old", "is not a column's statistics", "a dict of column_statistics with a positive 'count'")
+    values = np.asarray(new_values)
+    if values.ndim != 1:
+        raise InputError("new_values", f"has shape {values.shape}", "one column of values, shape (rows,)")
+    if values.size == 0:
+        return copy.deepcopy(dict(old))
+    num_old = int(old["count"])
+    if old["mean"] is None:  # text levels
+        stats = {"count": num_old + int(values.size), "mean": None}
+        counts = _merged_counts(old.get("value_counts"), *np.unique(values.astype(str), return_counts=True))
+        if counts is not None and len(counts) <= MAX_CATEGORIES:
+            stats["value_counts"] = dict(sorted(counts.items()))
+        return stats
+    is_int = values.dtype.kind in "biu"
+    if values.dtype.kind not in "biuf":
+        try:
+            values = values.astype(np.float64)
+        except (TypeError, ValueError):
+            raise InputError("new_values", "is text, but the column's statistics are numeric", "numbers") from None
+    x = values.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise InputError("new_values", f"has {int(np.sum(~np.isfinite(x)))} non-finite values", "finite numbers")
+    missing = [key for key in ("sd", "min", "max") if old.get(key) is None]
+    if missing:
+        raise InputError("old", f"lacks {missing}", "the statistics of a numeric column from column_statistics")
+    grid_values, grid_probs = _old_grid(old)
+    num_new = int(x.size)
+    num = num_old + num_new
+    mean_old, mean_new = float(old["mean"]), float(x.mean())
+    delta = mean_new - mean_old
+    squares = (num_old - 1) * float(old["sd"]) ** 2 + float(np.sum((x - mean_new) ** 2)) \
+        + delta**2 * num_old * num_new / num
+    low, high = min(float(old["min"]), float(x.min())), max(float(old["max"]), float(x.max()))
+    probs = np.concatenate([QUANTILE_PROBS, PERCENTILE_PROBS])
+    merged = _mixture_quantiles(grid_values, grid_probs, num_old, np.sort(x), probs)
+    merged = np.clip(merged, low, high)
+    percentiles = merged[len(QUANTILE_PROBS):]
+    percentiles[0], percentiles[-1] = low, high
+    stats = {
+        "count": num, "mean": mean_old + delta * num_new / num, "sd": float(np.sqrt(squares / (num - 1))),
+        "min": low, "max": high,
+        "quantiles": {f"{q:g}": float(v) for q, v in zip(QUANTILE_PROBS, merged[:len(QUANTILE_PROBS)])},
+        "percentiles": [float(v) for v in np.maximum.accumulate(percentiles)],
+    }
+    uniq, counts = np.unique(values, return_counts=True)
+    counts = _merged_counts(old.get("value_counts"), _value_keys(uniq, is_int), counts)
+    if counts is not None and _keeps_value_counts(len(counts), num, is_int, categorical):
+        stats["value_counts"] = dict(sorted(counts.items(), key=lambda item: float(item[0])))
+    return stats
+
+
+def _merged_counts(old_counts, keys, counts) -> dict[str, int] | None:
+    if old_counts is None:
+        return None
+    merged = {str(k): int(c) for k, c in old_counts.items()}
+    for key, count in zip(keys, counts):
+        merged[str(key)] = merged.get(str(key), 0) + int(count)
+    return merged
+
+
+def _old_grid(old: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """Values and probabilities of the knots of the old rows' interpolated CDF."""
+    try:
+        if old.get("percentiles") is not None:
+            values = np.asarray(old["percentiles"], dtype=np.float64)
+            if values.shape != PERCENTILE_PROBS.shape:
+                raise ValueError
+            return values, PERCENTILE_PROBS
+        q = old["quantiles"]
+        values = np.array([old["min"], *(q[f"{p:g}"] for p in QUANTILE_PROBS), old["max"]], dtype=np.float64)
+        return values, np.array([0.0, *QUANTILE_PROBS, 1.0])
+    except (KeyError, TypeError, ValueError):
+        raise InputError("old", "has no valid 'percentiles' (101 values) nor 'quantiles' with 'min' and 'max'",
+                         "the statistics of a numeric column from column_statistics") from None
+
+
+def _interpolated_cdf(grid_values: np.ndarray, grid_probs: np.ndarray, x: np.ndarray, side: str) -> np.ndarray:
+    """The CDF through the knots ``(grid_values, grid_probs)`` at ``x``: its value (``side="right"``)
+    or its left limit (``"left"``), jumping where knots are tied."""
+    j = np.searchsorted(grid_values, x, side=side)  # knots <= x (right) or < x (left)
+    k = np.clip(j - 1, 0, grid_values.size - 2)
+    gap = grid_values[k + 1] - grid_values[k]
+    inside = grid_probs[k] + (grid_probs[k + 1] - grid_probs[k]) * (x - grid_values[k]) / np.where(gap > 0, gap, 1.0)
+    return np.where(j == 0, 0.0, np.where(j == grid_values.size, 1.0, inside))
+
+
+def _mixture_quantiles(grid_values, grid_probs, num_old: int, new_sorted: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Generalized inverse ``min{x : H(x) >= p}`` of the mixture CDF of ``merge_column_statistics``
+    at ``probs``. Between neighbouring knots of either part ``H`` is linear, so it is inverted
+    exactly: linearly inside a piece, at the knot where it jumps over ``p``."""
+    num = num_old + new_sorted.size
+    knots = np.unique(np.concatenate([grid_values, new_sorted]))
+
+    def mixture(side):
+        return (num_old * _interpolated_cdf(grid_values, grid_probs, knots, side)
+                + np.searchsorted(new_sorted, knots, side=side)) / num
+
+    at, before = mixture("right"), mixture("left")  # H(knot) and H(knot-)
+    i = np.clip(np.searchsorted(at, probs, side="left"), 0, knots.size - 1)  # first knot with H >= p
+    previous = np.maximum(i - 1, 0)
+    rise = before[i] - at[previous]  # H over the open piece between the two knots rises linearly
+    linear = (i > 0) & (probs <= before[i]) & (rise > 0)
+    step = (probs - at[previous]) / np.where(rise > 0, rise, 1.0)
+    return np.where(linear, knots[previous] + step * (knots[i] - knots[previous]), knots[i])
 
 
 def describe_inputs(posterior) -> dict:

@@ -20,7 +20,9 @@ Two modes:
   likelihood of the old rows is never evaluated again, so the cost depends on the new rows only.
 
 Either way the new posterior records where it came from in ``info["lineage"]`` (also kept in
-``settings["lineage"]``, which is saved with the model).
+``settings["lineage"]``, which is saved with the model), and a formula model's posterior keeps the
+statistics of every data column over the old and new rows in ``settings["input_statistics"]``
+(``bayesinf.store.merge_column_statistics``), so a ``ModelStore`` describes it by its columns.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def update(posterior, *args, mode: str = "refit", warmup: int | None = None, see
     -------
     Posterior
         With ``info["lineage"]``: the parent's fit time, seed, rows, method (and store name and
-        version when it came from a ``ModelStore``), the mode and the rows added.
+        version when it came from a ``ModelStore``), the mode and the rows added. When the parent
+        keeps per-column input statistics (a formula model), they cover the new rows too.
 
     Raises
     ------
@@ -95,7 +98,10 @@ def update(posterior, *args, mode: str = "refit", warmup: int | None = None, see
     if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
         raise InputError("warmup", f"of update must be an int >= 0; got {warmup!r}")
     progress = _default_progress() if progress is None else bool(progress)
-    new = new_rows(posterior, args, {**kwargs, **(model_kwargs or {})})
+    given = {**kwargs, **(model_kwargs or {})}
+    new = new_rows(posterior, args, given)
+    statistics = merged_input_statistics(posterior, args[0] if args else given["data"]) \
+        if _is_frame_call(args, given) else None
     num_new = next(iter(new.values())).shape[0]
     combined = {k: (np.concatenate([v, new[k]]) if k in new else v) for k, v in posterior.data.items()}
     lineage = {
@@ -106,10 +112,14 @@ def update(posterior, *args, mode: str = "refit", warmup: int | None = None, see
         "generation": int((lineage_of(posterior) or {}).get("generation", 0)) + 1,
     }
     if mode == "refit":
-        return _refit(posterior, combined, lineage, warmup=warmup, seed=seed, draws=draws, num_steps=num_steps,
-                      progress=progress, warn=warn)
-    return _sequential(posterior, new, combined, lineage, warmup=warmup, seed=seed, draws=draws,
-                       num_steps=num_steps, progress=progress, warn=warn)
+        out = _refit(posterior, combined, lineage, warmup=warmup, seed=seed, draws=draws, num_steps=num_steps,
+                     progress=progress, warn=warn)
+    else:
+        out = _sequential(posterior, new, combined, lineage, warmup=warmup, seed=seed, draws=draws,
+                          num_steps=num_steps, progress=progress, warn=warn)
+    if statistics is not None:
+        out.settings["input_statistics"] = statistics
+    return out
 
 
 # ----------------------------------------------------------------------------- new rows
@@ -194,6 +204,27 @@ def _formula_arguments(model, frame) -> dict[str, np.ndarray]:
     return to_arguments(frame, new_groups="error", response=True)
 
 
+def merged_input_statistics(posterior, frame) -> dict[str, dict] | None:
+    """Per input column, the statistics of the posterior's rows (its ``settings["input_statistics"]``,
+    kept by a formula model's fit) and of the new rows ``frame``, merged by
+    ``bayesinf.store.merge_column_statistics``; None when the posterior keeps none."""
+    old = posterior.settings.get("input_statistics")
+    input_columns = getattr(posterior.model, "input_columns", None)
+    if not old or not callable(input_columns):
+        return None
+    from .store import merge_column_statistics
+
+    merged = {}
+    for column in input_columns():
+        if column.name in old and column.name in frame.columns:
+            try:
+                merged[column.name] = merge_column_statistics(old[column.name], frame[column.name].to_numpy(),
+                                                              categorical=column.kind == "categorical")
+            except InputError as error:  # name the data column, not the function's argument
+                raise InputError(column.name, error.problem, error.expected) from None
+    return merged
+
+
 def _same(a, b) -> bool:
     try:
         return bool(np.array_equal(np.asarray(a), np.asarray(b)))
@@ -236,6 +267,7 @@ def _nuts_config(posterior, **changes) -> NUTSConfig:
                         target_accept=float(s["target_accept"]), dense_mass=bool(s["dense_mass"]),
                         max_tree_depth=int(s["max_tree_depth"]),
                         init_mass_matrix=s.get("init_mass_matrix", "identity"),
+                        chain_method=s.get("chain_method", "parallel"),
                         init=init if isinstance(init, str) and init in INIT_STRATEGIES else "uniform")
     return config.replace(**{k: v for k, v in changes.items() if v is not None})
 

@@ -1,7 +1,10 @@
 """``Posterior.update``: a warm refit agrees with a cold refit on the same rows, the sequential
 update matches the exact conjugate posterior, updates are reproducible, survive save/load, record
 their lineage (also in a ``ModelStore``), and bad new rows are refused naming the field; NUTS's
-``init="map"``/``"svi"``/``init_params`` starts."""
+``init="map"``/``"svi"``/``init_params`` starts; an updated formula model keeps per-column input
+statistics over all its rows (``merge_column_statistics``)."""
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -269,3 +272,134 @@ def test_radon_warm_update_matches_a_cold_refit():
     _means_agree(warm, cold, k=4.5)
     # ESS per draw comparable: measured 0.35 (warm, 50 warmup) and 0.34 (cold), medians of 5 seeds
     assert warm.summary()["ess_bulk"].min() >= 0.6 * cold.summary()["ess_bulk"].min()
+
+
+# ----------------------------------------------------------------------------- input statistics
+def _merge_cases():
+    """(old values, new values, categorical) for ``merge_column_statistics``."""
+    rng = np.random.default_rng(42)
+    return {
+        "continuous": (rng.normal(2.0, 1.0, 400), rng.normal(3.0, 2.0, 150), False),
+        "few_old_rows": (rng.gamma(2.0, 1.5, 30), rng.gamma(2.0, 1.5, 300), False),
+        "integer": (rng.integers(0, 5, 300), rng.integers(2, 8, 90), False),
+        "boolean": (rng.uniform(size=200) < 0.3, rng.uniform(size=50) < 0.6, False),
+        "coded_floats": (rng.integers(0, 3, 200) * 0.1, rng.integers(0, 4, 60) * 0.1, False),
+        "factor_floats": (rng.integers(0, 40, 100) * 0.5, rng.integers(0, 50, 40) * 0.5, True),
+        "discrete_becomes_continuous": (rng.integers(0, 3, 200) * 1.0, rng.normal(size=50), False),
+        "too_many_levels_before": (np.arange(1200), rng.integers(0, 5, 50), False),
+        "too_many_levels_after": (np.arange(990), np.arange(990, 1010), False),
+        "text": (rng.choice(["a", "b", "c"], 100).astype(object), rng.choice(["b", "d"], 30).astype(object), True),
+        "text_too_many_levels": (np.array([f"l{i}" for i in range(1001)], dtype=object), np.array(["a"], dtype=object),
+                                 True),
+    }
+
+
+@pytest.mark.parametrize("case", list(_merge_cases()))
+def test_merge_column_statistics_agrees_with_the_statistics_of_all_rows(case):
+    from bayesinf.store import PERCENTILE_PROBS, QUANTILE_PROBS, column_statistics, merge_column_statistics
+
+    old_values, new_values, categorical = _merge_cases()[case]
+    both = np.concatenate([old_values, new_values])
+    exact = column_statistics(both, categorical=categorical)
+    merged = merge_column_statistics(column_statistics(old_values, categorical=categorical), new_values,
+                                     categorical=categorical)
+    assert set(merged) == set(exact) and merged["count"] == exact["count"] == both.size
+    assert merged.get("value_counts") == exact.get("value_counts")
+    if exact["mean"] is None:  # text: count and value counts only
+        assert merged == exact
+        return
+    for key in ("mean", "sd", "min", "max"):  # pooled formulas: exact up to rounding
+        np.testing.assert_allclose(merged[key], exact[key], rtol=1e-12, err_msg=key)
+    # The old part's CDF, interpolated through its 101 percentiles, is within 0.01 + 1/n_old of the
+    # old rows' empirical CDF (between neighbouring percentiles it rises by 0.01, and np.quantile's
+    # interpolation puts each percentile within one row of its rank). The mixture weights it by
+    # n_old / n, so the merged CDF is within eps_cdf = 0.01 n_old / n + 1 / n of the empirical CDF of all
+    # rows; inverting it, each merged quantile at q lies between the empirical quantiles at q -/+ eps_cdf,
+    # which are within one more row (1 / n) of np.quantile's. Hence the bracket below.
+    n_old, n = old_values.size, both.size
+    eps = 0.01 * n_old / n + 2 / n
+    probs = np.concatenate([QUANTILE_PROBS, PERCENTILE_PROBS])
+    values = np.concatenate([list(merged["quantiles"].values()), merged["percentiles"]])
+    assert list(merged["quantiles"]) == list(exact["quantiles"]) and len(merged["percentiles"]) == 101
+    lower = np.quantile(both.astype(np.float64), np.clip(probs - eps, 0, 1))
+    upper = np.quantile(both.astype(np.float64), np.clip(probs + eps, 0, 1))
+    assert np.all((lower <= values) & (values <= upper)), probs[(values < lower) | (values > upper)]
+    assert np.all(np.diff(merged["percentiles"]) >= 0)
+    assert merged["percentiles"][0] == exact["min"] and merged["percentiles"][-1] == exact["max"]
+
+
+def test_merge_column_statistics_edge_cases():
+    from bayesinf.store import column_statistics, merge_column_statistics
+
+    old = column_statistics(np.arange(10.0))
+    assert merge_column_statistics(old, np.empty(0)) == old
+    # an earlier merge, saved as JSON, merges again
+    twice = merge_column_statistics(json.loads(json.dumps(merge_column_statistics(old, [3.5, 20.0]))), [-1.0])
+    assert twice["count"] == 13 and twice["min"] == -1.0 and twice["max"] == 20.0
+    np.testing.assert_allclose(twice["mean"], np.mean([*range(10), 3.5, 20.0, -1.0]), rtol=1e-12)
+    for old_stats, values, field in [
+        ({"mean": 1.0}, [1.0], "old"),
+        ({"count": 3, "mean": 1.0}, [1.0], "old"),
+        ({k: v for k, v in old.items() if k not in ("percentiles", "quantiles")}, [1.0], "old"),
+        (old, np.ones((3, 2)), "new_values"),
+        (old, [1.0, np.nan], "new_values"),
+        (old, np.array(["a", "b"], dtype=object), "new_values"),
+    ]:
+        with pytest.raises(bi.InputError) as info:
+            merge_column_statistics(old_stats, values)
+        assert info.value.field == field, str(info.value)
+
+
+@pytest.fixture(scope="module")
+def formula_frame():
+    rng = np.random.default_rng(12)
+    n = 80
+    frame = pd.DataFrame({"x": rng.normal(2.0, 1.0, n), "c": rng.choice(["a", "b", "c"], n)})
+    frame["y"] = 0.5 * frame["x"] + frame["c"].map({"a": 0.0, "b": 1.0, "c": -1.0}) + rng.normal(size=n)
+    return frame
+
+
+def test_updated_formula_posterior_keeps_column_statistics(formula_frame, tmp_path):
+    from bayesinf.monitor.drift import input_drift
+    from bayesinf.store import merge_column_statistics
+
+    old, new = formula_frame[:60], formula_frame[60:]
+    parent = bi.Model.from_formula("y ~ x + c", data=old).fit(seed=0, **TINY_SVI)
+    child = parent.update(new, seed=1, warn=False, progress=False)
+    expected = {col: merge_column_statistics(parent.settings["input_statistics"][col], new[col].to_numpy(),
+                                             categorical=col == "c") for col in ("x", "c")}
+    assert child.settings["input_statistics"] == expected
+    assert parent.settings["input_statistics"]["x"]["count"] == 60  # the parent is left alone
+
+    store = ModelStore(tmp_path / "models")
+    store.save(child, name="formula")
+    arguments = store.metadata("formula", 1)["inputs"]["arguments"]
+    assert set(arguments) == {"x", "c"}  # described by its data columns, not its design arrays
+    for col in ("x", "c"):
+        assert arguments[col]["statistics"] == {col: expected[col]} and expected[col]["count"] == 80
+    assert arguments["c"]["statistics"]["c"]["value_counts"] == formula_frame["c"].value_counts().to_dict()
+    # the drift check finds every column of live rows (as the monitoring report reads them)
+    live = {"x": formula_frame["x"].to_numpy(np.float64), "c": formula_frame["c"].to_numpy(object)}
+    drift = {d.feature: d for d in input_drift(arguments, live)}
+    assert set(drift) == {"x", "c"}
+    assert all(d.num_rows == 80 and d.num_train == 80 and d.status != "no data" for d in drift.values())
+    # the training rows themselves: the test statistics of identical distributions (only the
+    # percentile interpolation of the continuous column differs) are far from any drift status
+    assert drift["c"].statistic == 0.0 and drift["x"].status == "stable"
+
+
+@pytest.mark.slow  # two more fits of a formula model
+def test_sequential_and_second_updates_keep_column_statistics(formula_frame, tmp_path):
+    from bayesinf.store import column_statistics
+
+    first, second, third = formula_frame[:40], formula_frame[40:60], formula_frame[60:]
+    parent = bi.Model.from_formula("y ~ x + c", data=first).fit(seed=0, **TINY_SVI)
+    store = ModelStore(tmp_path / "models")
+    store.save(parent.update(second, mode="sequential", seed=1, warn=False, progress=False), name="formula")
+    child = store.load("formula", version=1).update(third, seed=2, warn=False, progress=False)
+    assert child.info["lineage"]["generation"] == 2
+    stats = child.settings["input_statistics"]
+    exact = column_statistics(formula_frame["c"].to_numpy(), categorical=True)
+    assert stats["c"] == exact and stats["x"]["count"] == 80
+    np.testing.assert_allclose(stats["x"]["mean"], formula_frame["x"].mean(), rtol=1e-12)
+    np.testing.assert_allclose(stats["x"]["sd"], formula_frame["x"].std(ddof=1), rtol=1e-12)
