@@ -20,7 +20,8 @@ from .posterior import Posterior
 from .runtime import enable_compilation_cache, precision
 from .sites import inspect_model, trace_model, with_rows
 
-__all__ = ["fit", "fit_arrays", "trace_fit", "settings_of", "guide_params_of", "METHODS", "MAX_SAVED_GUIDE_VALUES"]
+__all__ = ["fit", "fit_arrays", "trace_fit", "settings_of", "guide_params_of", "default_progress", "cast_arrays",
+           "model_import_path", "with_deterministic", "METHODS", "MAX_SAVED_GUIDE_VALUES"]
 
 METHODS = ("nuts", "svi")
 #: SVI guide parameters are kept in ``Posterior.settings["guide_params"]`` (saved with the model,
@@ -28,12 +29,13 @@ METHODS = ("nuts", "svi")
 MAX_SAVED_GUIDE_VALUES = 200_000
 
 
-def _default_progress() -> bool:
+def default_progress() -> bool:
     """Progress bars in an interactive terminal or a notebook kernel, not in logs."""
     return bool(getattr(sys.stderr, "isatty", lambda: False)()) or "ipykernel" in sys.modules
 
 
-def _cast(arrays: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+def cast_arrays(arrays: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    """Data arrays in the fit's precision: floats to ``dtype``, integers to int32 (int64 with float64)."""
     out = {}
     for k, v in arrays.items():
         if v.dtype.kind == "f":
@@ -45,7 +47,8 @@ def _cast(arrays: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]
     return out
 
 
-def _model_path(model: Callable) -> str | None:
+def model_import_path(model: Callable) -> str | None:
+    """``"module:qualname"`` of an importable model function, else None (lambdas, local functions)."""
     module, qualname = getattr(model, "__module__", None), getattr(model, "__qualname__", None)
     if not module or not qualname or "<" in qualname:
         return None
@@ -157,11 +160,11 @@ def fit(model: Callable, *args, method: str = "nuts", chains: int = 4, draws: in
         raise InputError("init_params", f"of fit must be a mapping of site name -> value; got "
                          f"{type(init_params).__name__}")
     precision(dtype)  # validates dtype before any work
-    progress = _default_progress() if progress is None else bool(progress)
+    progress = default_progress() if progress is None else bool(progress)
 
     bound = bind_arguments(model, args, {**kwargs, **(model_kwargs or {})})
     arrays, columns, static = split_arguments(bound)
-    arrays = _cast(arrays, dtype)
+    arrays = cast_arrays(arrays, dtype)
     return fit_arrays(model, tuple(bound), arrays, columns, static, config, seed=seed, dtype=dtype,
                       progress=progress, row_args=row_args, int_ranges=int_ranges, warn=warn,
                       init_params=init_params)
@@ -194,7 +197,7 @@ def fit_arrays(model: Callable, order: tuple[str, ...], arrays: Mapping[str, np.
         else:
             result = run_svi(bound_model, arrays, config, seed, latent_sites=sites.latent, dtype=dtype,
                              progress=progress, init_params=guide_params)
-            draws_ = _with_deterministic(bound_model, result.draws, arrays, sites.deterministic, seed)
+            draws_ = with_deterministic(bound_model, result.draws, arrays, sites.deterministic, seed)
             stats, losses, run_info = {}, result.losses, result.info
     run_info["fitted_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
     all_settings = settings_of(config)
@@ -204,7 +207,7 @@ def fit_arrays(model: Callable, order: tuple[str, ...], arrays: Mapping[str, np.
     all_settings.update(settings or {})
     posterior = Posterior(model=model, method=method, draws=draws_, sample_stats=stats, schema=schema, data=arrays,
                           sites=sites, settings=all_settings, info={**run_info, **(info or {})}, dtype=dtype,
-                          seed=seed, losses=losses, model_path=_model_path(model))
+                          seed=seed, losses=losses, model_path=model_import_path(model))
     if warn:
         posterior.warn_if_unconverged()
     return posterior
@@ -222,7 +225,7 @@ def trace_fit(model: Callable, order, arrays, columns, static, row_args=None, in
 def settings_of(config: NUTSConfig | SVIConfig) -> dict[str, Any]:
     """A config as the plain values kept in ``Posterior.settings``."""
     method = "nuts" if isinstance(config, NUTSConfig) else "svi"
-    return {"method": method, **{k: (v if not callable(v) else _model_path(v) or repr(v))
+    return {"method": method, **{k: (v if not callable(v) else model_import_path(v) or repr(v))
                                  for k, v in dataclasses.asdict(config).items()}}
 
 
@@ -275,7 +278,7 @@ def _start_from_svi(model: BoundModel, arrays, sites, config: NUTSConfig, seed: 
     return Start(positions), info
 
 
-def _with_deterministic(model: BoundModel, draws: Mapping[str, np.ndarray], arrays, names, seed: int):
+def with_deterministic(model: BoundModel, draws: Mapping[str, np.ndarray], arrays, names, seed: int):
     """Add deterministic sites, computed from the latent draws ``(1, draws, ...)``."""
     if not names:
         return dict(draws)

@@ -24,7 +24,7 @@ import numpy as np
 from .config import SVIConfig
 from .data import bind_arguments, check_seed, describe, split_arguments
 from .errors import InputError
-from .fitting import _default_progress, _model_path
+from .fitting import default_progress, model_import_path
 from .inference.binding import BoundModel
 from .inference.minibatch import Subsampled, check_scaling, run_minibatch_svi
 from .posterior import Posterior
@@ -172,7 +172,7 @@ def fit_minibatch(model: Callable, source, *, batch_size: int = 1024, num_rows: 
             _check_int(name, value, 1)
     config = SVIConfig(guide=guide, optimizer=optimizer, learning_rate=learning_rate, num_steps=num_steps,
                        draws=draws, num_particles=num_particles, check_every=check_every, rtol=rtol)
-    progress = _default_progress() if progress is None else bool(progress)
+    progress = default_progress() if progress is None else bool(progress)
 
     source = open_source(source, columns)
     total = source.num_rows if num_rows is None else _check_int("num_rows", num_rows, 1)
@@ -243,11 +243,11 @@ def fit_minibatch(model: Callable, source, *, batch_size: int = 1024, num_rows: 
     settings = {"method": "svi", "minibatch": True, "batch_size": batch_size, "num_rows": total,
                 "lr_decay": lr_decay, "init_scale": init_scale, "average": average, "stop_early": stop_early,
                 "buffer_rows": buffer_rows, "block_rows": block_rows, "source": source.describe(),
-                **{k: (v if not callable(v) else _model_path(v) or repr(v))
+                **{k: (v if not callable(v) else model_import_path(v) or repr(v))
                    for k, v in dataclasses.asdict(config).items()}}
     posterior = Posterior(model=model, method="svi", draws=draws_, sample_stats={}, schema=schema,
                           data={**kept, **extra}, sites=sites, settings=settings, info=info, dtype=dtype, seed=seed,
-                          losses=result.losses, model_path=_model_path(model))
+                          losses=result.losses, model_path=model_import_path(model))
     if warn:
         posterior.warn_if_unconverged()
     return posterior

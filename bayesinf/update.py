@@ -90,14 +90,14 @@ def update(posterior, *args, mode: str = "refit", warmup: int | None = None, see
         values outside those seen at fit (unseen categories or group levels); a sequential update
         of a model with per-row latent sites or a custom SVI guide.
     """
-    from .fitting import _default_progress
+    from .fitting import default_progress
 
     if mode not in MODES:
         raise InputError("mode", f"of update must be one of {MODES}; got {mode!r}")
     seed = check_seed(seed, "update")
     if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
         raise InputError("warmup", f"of update must be an int >= 0; got {warmup!r}")
-    progress = _default_progress() if progress is None else bool(progress)
+    progress = default_progress() if progress is None else bool(progress)
     given = {**kwargs, **(model_kwargs or {})}
     new = new_rows(posterior, args, given)
     statistics = merged_input_statistics(posterior, args[0] if args else given["data"]) \
@@ -453,7 +453,7 @@ def _fix_latent(values, captured):
 
 
 def _sequential(posterior, new, combined, lineage, *, warmup, seed, draws, num_steps, progress, warn):
-    from .fitting import _with_deterministic, settings_of, trace_fit
+    from .fitting import with_deterministic, settings_of, trace_fit
     from .inference import BoundModel, run_nuts, run_svi
     from .inference.nuts import Start
     from .posterior import Posterior
@@ -489,7 +489,7 @@ def _sequential(posterior, new, combined, lineage, *, warmup, seed, draws, num_s
             config = config.replace(num_steps=_warm_svi_steps(config, num_steps))
             result = run_svi(replaced, arrays, config, seed, latent_sites=(JOINT_SITE,), dtype=posterior.dtype,
                              progress=progress, init_params=_sequential_guide_params(config, loc, chol))
-            full = _with_deterministic(replaced, result.draws, arrays, keep, seed)
+            full = with_deterministic(replaced, result.draws, arrays, keep, seed)
             draws_ = {k: v for k, v in full.items() if k in keep}
             stats, losses, info = {}, result.losses, dict(result.info)
     import datetime as _dt

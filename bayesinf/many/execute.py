@@ -73,11 +73,11 @@ def _run_one(task: Task, i: int) -> GroupResult:
         if task.method == "nuts":
             result = run_nuts(task.model, task.arrays[i], task.config, task.seeds[i], dtype=task.dtype)
             return GroupResult(result.draws, result.stats, None, {**result.info, "strategy": "sequential"})
-        from ..fitting import _with_deterministic
+        from ..fitting import with_deterministic
 
         result = run_svi(task.model, task.arrays[i], task.config, task.seeds[i], latent_sites=task.latent,
                          dtype=task.dtype)
-        draws = _with_deterministic(task.model, result.draws, task.arrays[i], task.deterministic, task.seeds[i])
+        draws = with_deterministic(task.model, result.draws, task.arrays[i], task.deterministic, task.seeds[i])
         return GroupResult(draws, {}, result.losses, {**result.info, "strategy": "sequential"})
     except Exception as exc:  # reported per group; the other groups still return
         return GroupResult(error=exc)

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from ..config import NUTSConfig, SVIConfig
 from ..data import check_seed
 from ..errors import ConvergenceWarning, InputError
-from ..fitting import METHODS, _model_path
+from ..fitting import METHODS, model_import_path
 from ..posterior import Posterior
 from ..runtime import precision
 from .collection import FitCollection, GroupFailure
@@ -140,7 +140,7 @@ def fit_many(model_or_formula, df, by: str, *, method: str = "nuts", chains: int
     tasks = plan_tasks(problems, method, config, dtype, strategy, batch_size, min_tasks=workers)
     results = run_tasks(tasks, client=client, n_jobs=n_jobs)
 
-    settings = {"method": method, **{k: (v if not callable(v) else _model_path(v) or repr(v))
+    settings = {"method": method, **{k: (v if not callable(v) else model_import_path(v) or repr(v))
                                      for k, v in dataclasses.asdict(config).items()}}
     fits = {}
     for task, task_results in zip(tasks, results):
@@ -156,7 +156,7 @@ def fit_many(model_or_formula, df, by: str, *, method: str = "nuts", chains: int
                 model=problem.model, method=method, draws=result.draws, sample_stats=result.stats,
                 schema=problem.schema, data=problem.arrays, sites=problem.sites, settings=settings,
                 info={**result.info, "group_seed": problem.seed}, dtype=dtype, seed=problem.seed,
-                losses=result.losses, model_path=_model_path(problem.model))
+                losses=result.losses, model_path=model_import_path(problem.model))
     order = {key: n for n, (key, _) in enumerate(groups)}
     fits = dict(sorted(fits.items(), key=lambda kv: order[kv[0]]))
     failures = {k: GroupFailure(type(e).__name__, str(e), e)

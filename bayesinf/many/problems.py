@@ -27,7 +27,7 @@ import numpy as np
 
 from ..data import bind_arguments, describe, split_arguments
 from ..errors import InputError
-from ..fitting import _cast
+from ..fitting import cast_arrays
 from ..inference.binding import BoundModel
 from ..runtime import precision
 from ..sites import ModelSites, inspect_model, with_rows
@@ -178,7 +178,7 @@ class ModelSpec:
 
     def to_json(self) -> dict:
         """The spec as JSON (for ``FitCollection.save``); a ``make_args`` is kept by import path."""
-        from ..fitting import _model_path
+        from ..fitting import model_import_path
 
         if self.kind == "formula":
             return {"kind": "formula", "formula": self.formula}
@@ -186,7 +186,7 @@ class ModelSpec:
             return {"kind": "columns", "columns": {k: (v if isinstance(v, str) else list(v))
                                                    for k, v in self.columns.items()},
                     "model_kwargs": dict(self.model_kwargs)}
-        return {"kind": "make_args", "make_args": _model_path(self.make_args)}
+        return {"kind": "make_args", "make_args": model_import_path(self.make_args)}
 
 
 # ----------------------------------------------------------------------------- formula models
@@ -297,7 +297,7 @@ def prepare_group(spec: ModelSpec, key, rows, seed: int, dtype: str, min_rows: i
         needed = 1
     bound = bind_arguments(model, args, kwargs)
     arrays, columns, static = split_arguments(bound)
-    arrays = _cast(arrays, dtype)
+    arrays = cast_arrays(arrays, dtype)
     bound_model = BoundModel(model, static)
     with precision(dtype):
         sites, trace = inspect_model(bound_model, arrays)
@@ -307,6 +307,6 @@ def prepare_group(spec: ModelSpec, key, rows, seed: int, dtype: str, min_rows: i
     sampler_model, sampler_arrays = bound_model, arrays
     if spec.kind == "formula":
         sampler_model = BoundModel(SharedPriorFormula(model), static)
-        sampler_arrays = {**arrays, **_cast(SharedPriorFormula.prior_arrays(model), dtype)}
+        sampler_arrays = {**arrays, **cast_arrays(SharedPriorFormula.prior_arrays(model), dtype)}
     return GroupProblem(key, seed, model, arrays, schema, sites, sampler_model, sampler_arrays,
                         needed if min_rows is None else int(min_rows))
