@@ -13,7 +13,14 @@ Measured in one run, on a linear regression with D=10 and 1000 posterior draws (
   process over httpx's ASGI transport, micro-batching off), without and with a SQLite ``Recorder``,
   in alternating blocks; ``overhead`` is the monitored median over the plain one, minus 1;
 - ``writer``: rows written per second by the writer, to SQLite and to PostgreSQL (``--postgres URL``,
-  or a temporary server when the PostgreSQL binaries are installed), for 1-row and 50-row requests.
+  or a temporary server when the PostgreSQL binaries are installed), for 1-row and 50-row requests,
+  draining a full queue; ``cpu_us_per_request`` is the process's CPU time over the drain per request
+  (the writer's work, plus about 3 us of ``record_prediction`` calls that filled the queue);
+- ``loop_lag``: how late an asyncio event loop's 0.5 ms timer fires (p50, p99, max, ms) while the
+  writer drains a burst of 5,000 single-row records to SQLite, against the same loop with an idle
+  writer, in alternating blocks: the writer's interpreter time seen from the event loop (it yields
+  the interpreter every ``YIELD_EVERY_S`` of its own work; without that a burst delays the loop by
+  up to the 5 ms switch interval).
 
 Usage: ``python benchmarks/monitor_overhead.py [--repeats 15] [--postgres URL] [--json out.json]``
 """
@@ -80,17 +87,56 @@ def writer_throughput(url: str, rows_per_request: int, num_rows: int, payload: d
         rec.record_prediction(request_id=f"w{i}", model="m", version=1, received_at=time.time(), latency_ms=1.0,
                               inputs={"X": X}, rows=rows, levels=LEVELS, kind="eti")
     rec.flush(60)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for i in range(num_requests):
         rec.record_prediction(request_id=f"r{i}", model="m", version=1, received_at=time.time(), latency_ms=1.0,
                               inputs={"X": X}, rows=rows, levels=LEVELS, kind="eti")
     done = rec.flush(600)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     stats = rec.stats()
     rec.close()
     return {"rows_per_request": rows_per_request, "rows": num_requests * rows_per_request, "seconds": seconds,
             "rows_per_s": num_requests * rows_per_request / seconds,
-            "requests_per_s": num_requests / seconds, "complete": done, "dropped": stats["dropped"]}
+            "requests_per_s": num_requests / seconds, "cpu_us_per_request": cpu / num_requests * 1e6,
+            "complete": done, "dropped": stats["dropped"]}
+
+
+async def _timer_lags(rec, payload, burst: int, ticks: int) -> list[float]:
+    """Lateness (seconds) of 0.5 ms timers while ``rec`` drains ``burst`` queued records (at
+    least ``ticks`` timers, and until the burst is written)."""
+    x = np.ones((1, D))
+    stats = rec.stats()
+    target = stats["recorded"] + stats["dropped"] + burst
+    for i in range(burst):
+        rec.record_prediction(request_id=f"lag{time.perf_counter_ns()}-{i}", model="m", version=1,
+                              received_at=time.time(), latency_ms=1.0, inputs={"X": x}, rows=[payload],
+                              levels=LEVELS, kind="eti")
+    lags = []
+    while len(lags) < ticks or rec.stats()["recorded"] + rec.stats()["dropped"] < target:
+        t0 = time.perf_counter()
+        await asyncio.sleep(0.0005)
+        lags.append(time.perf_counter() - t0 - 0.0005)
+    return lags
+
+
+def loop_lag(tmp: str, payload: dict, repeats: int, burst: int = 5000) -> dict:
+    """Event-loop timer lateness with the writer idle and while it drains a burst, in alternating blocks."""
+    rec = Recorder(os.path.join(tmp, "lag.db"), max_queue=burst + 1)
+    rec.ensure_schema()
+    lags = {"idle": [], "draining": []}
+    try:
+        for _ in range(repeats):
+            for name, size in (("idle", 0), ("draining", burst)):
+                lags[name] += asyncio.run(_timer_lags(rec, payload, size, 50))
+                rec.flush(60)
+    finally:
+        rec.close()
+    out = {}
+    for name, values in lags.items():
+        a = np.asarray(values) * 1e3
+        out[name] = {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+                     "max_ms": float(a.max()), "n": int(a.size)}
+    return out
 
 
 async def _http_blocks(apps: dict, body: dict, blocks: int, per_block: int) -> dict:
@@ -163,7 +209,7 @@ def main(argv=None):
     post = bi.fit(model, X, y=y, method="svi", num_steps=500, draws=1000, seed=0, progress=False, warn=False)
     x1 = rng.normal(size=(1, D))
     payload = serve_path(post, x1)[0]
-    results = {"D": D, "draws": 1000, "levels": LEVELS}
+    results = {"D": D, "draws": 1000, "levels": LEVELS, "load_average_before": os.getloadavg()}
 
     with tempfile.TemporaryDirectory() as tmp:
         baseline = median_time(lambda: serve_path(post, x1), args.repeats * 20, warmup=20)
@@ -201,6 +247,11 @@ def main(argv=None):
               f"{results['http']['monitored_median'] * 1e3:.3f} ms monitored ({results['http']['overhead']:+.2%})",
               file=sys.stderr)
 
+        results["loop_lag"] = loop_lag(tmp, payload, args.repeats)
+        print("event-loop timer lateness p50/p99/max: idle writer {idle[p50_ms]:.2f}/{idle[p99_ms]:.2f}/"
+              "{idle[max_ms]:.2f} ms, draining a burst {draining[p50_ms]:.2f}/{draining[p99_ms]:.2f}/"
+              "{draining[max_ms]:.2f} ms".format(**results["loop_lag"]), file=sys.stderr)
+
         results["writer"] = {}
         backends = {"sqlite": lambda: f"sqlite:///{os.path.join(tmp, 'throughput-%d.db')}"}
         server = None
@@ -219,10 +270,12 @@ def main(argv=None):
                     out = writer_throughput(url, rows_per_request, args.rows, payload)
                     results["writer"][f"{name}_{rows_per_request}_rows"] = out
                     print(f"writer {name}, {rows_per_request}-row requests: {out['rows_per_s']:.0f} rows/s "
-                          f"({out['requests_per_s']:.0f} requests/s)", file=sys.stderr)
+                          f"({out['requests_per_s']:.0f} requests/s, {out['cpu_us_per_request']:.1f} us CPU "
+                          f"per request)", file=sys.stderr)
         finally:
             if server is not None:
                 server.close()
+    results["load_average_after"] = os.getloadavg()
     emit(results, args.json)
 
 

@@ -30,14 +30,23 @@ CPU share, and the client's send lag (how late requests left their scheduled tim
 zero and a client share well under one core show the generator was not the bottleneck.
 ``--client-procs N`` splits the load over N client processes.
 
-``--monitor-db URL`` also measures the monitoring hook: every phase runs once against a server
-with monitoring off and once against a server recording to ``URL`` (e.g.
-``sqlite:////tmp/monitor.sqlite3``), and the ratios are reported. The default ``off`` runs the
-server without monitoring only.
+``--monitor-db URL`` also measures what monitoring costs, as a paired comparison: two servers
+are started from the same model store, one without monitoring and one recording to ``URL``
+(e.g. ``sqlite:////tmp/monitor.sqlite3``), on two ports, and every phase runs on both back to
+back, in alternating blocks (off, on; then on, off for the next repeat, so a slow drift of the
+machine's load weighs on both alike), the open loop of a pair with the same arrival times. While
+one server is measured the other is idle: it takes 0.1-0.4% of a core (its monitoring writer
+wakes ten times a second), recorded per run as ``idle_servers_cpu_share``. On a shared 2-core
+machine runs of one server measured minutes apart spread by a quarter, which hides a cost of a
+few percent; the runs of a pair are seconds apart, so ``monitor_ratio`` reports, per phase, the
+median over the ``--repeats`` pairs of the ratio on / off of p50, p99, throughput and server CPU
+share, and ``monitor_ratio_pairs`` every pair's ratio and their range. ``monitor_off`` and
+``monitor_on`` keep each server's runs and medians. The default ``off`` runs one server without
+monitoring.
 
-``--repeats N`` runs the three phases N times against each server and reports every run and the
+``--repeats N`` runs the three phases N times (per server) and reports every run and the
 medians. Prints JSON. Figures are for client and server on the same 2 cores; the machine's load
-average is recorded with them (other processes on the cores lengthen every latency).
+average is recorded with every run (other processes on the cores lengthen every latency).
 
     python benchmarks/serve_load.py --seconds 60 --rate 300 --concurrency 50
 """
@@ -201,10 +210,16 @@ def _batch_totals(metrics: str) -> tuple[float, float]:
     return count, total
 
 
+PHASES = ("one_client", "open_loop", "saturation")
+URL = "/v1/models/linreg/predict"
+#: Figures compared between the two servers, per phase.
+COMPARED = ("p50_ms", "p99_ms", "requests_per_s", "server_cpu_share")
+
+
 def _median_runs(runs: list[dict]) -> dict:
     """Per phase and figure, the median over runs."""
     out = {}
-    for phase in ("one_client", "open_loop", "saturation"):
+    for phase in PHASES:
         keys = [k for k, v in runs[0][phase].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
         out[phase] = {k: float(np.median([run[phase][k] for run in runs if run[phase].get(k) is not None]))
                       for k in keys}
@@ -212,48 +227,97 @@ def _median_runs(runs: list[dict]) -> dict:
     return out
 
 
-def serve_and_measure(root: str, args, monitor_db: str, bodies) -> dict:
-    """Start ``bayesinf serve`` on ``root``, run the three phases ``--repeats`` times, stop it."""
-    import httpx
+def _paired_ratios(off_runs: list[dict], on_runs: list[dict]) -> dict:
+    """Per phase and figure, the ratio monitoring on / off of each pair of runs, and their median."""
+    out = {}
+    for phase in PHASES:
+        for key in COMPARED:
+            pairs = [on[phase][key] / off[phase][key] for off, on in zip(off_runs, on_runs)
+                     if off[phase].get(key) and on[phase].get(key) is not None]
+            if pairs:
+                out[f"{phase}_{key}"] = {"median": float(np.median(pairs)), "min": min(pairs), "max": max(pairs),
+                                         "pairs": pairs}
+    return out
 
+
+def start_server(root: str, args, monitor_db: str) -> dict:
+    """Start ``bayesinf serve`` on ``root`` at a free port (not waiting for it)."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent),
                                                         os.environ.get("PYTHONPATH", "")])}
-    t0 = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "bayesinf.cli", "serve", root, "--host", "127.0.0.1",
-                               "--port", str(port), "--log-level", "warning", "--max-batch", str(args.max_batch),
-                               "--max-wait-ms", str(args.max_wait_ms), "--monitor-db", monitor_db], env=env)
-    base_url = f"http://127.0.0.1:{port}"
-    url = "/v1/models/linreg/predict"
+    process = subprocess.Popen([sys.executable, "-m", "bayesinf.cli", "serve", root, "--host", "127.0.0.1",
+                                "--port", str(port), "--log-level", "warning", "--max-batch", str(args.max_batch),
+                                "--max-wait-ms", str(args.max_wait_ms), "--monitor-db", monitor_db], env=env)
+    return {"monitor_db": monitor_db, "process": process, "base_url": f"http://127.0.0.1:{port}",
+            "started": time.perf_counter()}
+
+
+def wait_ready(server: dict) -> float:
+    """Seconds from the start of ``server`` until its ``/readyz`` answered 200."""
+    import httpx
+
+    while True:
+        if server["process"].poll() is not None:
+            raise SystemExit(f"the server (monitoring {server['monitor_db']}) exited")
+        try:
+            if httpx.get(server["base_url"] + "/readyz").status_code == 200:
+                return time.perf_counter() - server["started"]
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+def run_named_phase(phase: str, server: dict, args, bodies, repeat: int) -> dict:
+    """One run of ``phase`` against ``server``; the open loop also reports its mean micro-batch."""
+    import httpx
+
+    base_url, pid = server["base_url"], server["process"].pid
+    if phase == "one_client":
+        return run_phase(base_url, URL, bodies, "closed", args.latency_seconds, connections=1, server_pid=pid)
+    common = {"server_pid": pid, "procs": args.client_procs, "connections": args.concurrency}
+    if phase == "saturation":
+        return run_phase(base_url, URL, bodies, "closed", args.saturation_seconds, **common)
+    batches0, rows0 = _batch_totals(httpx.get(base_url + "/metrics").text)
+    out = run_phase(base_url, URL, bodies, "open", args.seconds, rate=args.rate, seed=args.seed + repeat, **common)
+    batches1, rows1 = _batch_totals(httpx.get(base_url + "/metrics").text)
+    out["mean_batch_rows"] = (rows1 - rows0) / max(batches1 - batches0, 1.0)
+    return out
+
+
+def measure(root: str, args, bodies, monitor_dbs: list[str]) -> list[dict]:
+    """Start one server per entry of ``monitor_dbs`` (``"off"``: no monitoring), all at once, then
+    run every phase ``--repeats`` times against each, in alternating blocks: a phase runs on every
+    server back to back before the next phase starts (server order reversed on every other
+    repeat), so the runs of a pair see the same machine. Stops the servers; returns per server
+    ``{"monitor_db", "server_ready_s", "median", "runs"}``."""
+    servers = [start_server(root, args, monitor_db) for monitor_db in monitor_dbs]
+    runs = [[] for _ in servers]
     try:
-        while True:
-            if server.poll() is not None:
-                raise SystemExit("the server exited")
-            try:
-                if httpx.get(base_url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        ready_s = time.perf_counter() - t0
-        common = {"server_pid": server.pid, "procs": args.client_procs}
-        runs = []
+        ready = [wait_ready(server) for server in servers]
         for repeat in range(args.repeats):
-            one = run_phase(base_url, url, bodies, "closed", args.latency_seconds, connections=1,
-                            server_pid=server.pid)
-            batches0, rows0 = _batch_totals(httpx.get(base_url + "/metrics").text)
-            open_loop = run_phase(base_url, url, bodies, "open", args.seconds, rate=args.rate,
-                                  connections=args.concurrency, seed=args.seed + repeat, **common)
-            batches1, rows1 = _batch_totals(httpx.get(base_url + "/metrics").text)
-            saturation = run_phase(base_url, url, bodies, "closed", args.saturation_seconds,
-                                   connections=args.concurrency, **common)
-            runs.append({"one_client": one, "open_loop": open_loop, "saturation": saturation,
-                         "open_loop_mean_batch_rows": (rows1 - rows0) / max(batches1 - batches0, 1.0),
-                         "load_average": os.getloadavg()})
+            order = list(range(len(servers)))
+            if repeat % 2:
+                order.reverse()
+            run = [{} for _ in servers]
+            for phase in PHASES:
+                for k in order:  # the other servers are idle meanwhile: their CPU share is recorded
+                    idle = [s["process"].pid for j, s in enumerate(servers) if j != k]
+                    cpu0, t0 = [_server_cpu_seconds(pid) for pid in idle], time.perf_counter()
+                    run[k][phase] = out = run_named_phase(phase, servers[k], args, bodies, repeat)
+                    if idle and None not in cpu0:
+                        cpu1, elapsed = [_server_cpu_seconds(pid) for pid in idle], time.perf_counter() - t0
+                        out["idle_servers_cpu_share"] = sum(b - a for a, b in zip(cpu0, cpu1)) / elapsed
+            for k, r in enumerate(run):
+                r["open_loop_mean_batch_rows"] = r["open_loop"].pop("mean_batch_rows")
+                r["load_average"] = os.getloadavg()
+                runs[k].append(r)
     finally:
-        server.terminate()
-        server.wait(30)
-    return {"monitor_db": monitor_db, "server_ready_s": ready_s, "median": _median_runs(runs), "runs": runs}
+        for server in servers:
+            server["process"].terminate()
+        for server in servers:
+            server["process"].wait(30)
+    return [{"monitor_db": server["monitor_db"], "server_ready_s": ready_s, "median": _median_runs(server_runs),
+             "runs": server_runs} for server, ready_s, server_runs in zip(servers, ready, runs)]
 
 
 def main(argv=None) -> int:
@@ -264,9 +328,11 @@ def main(argv=None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="length of the one-client phase")
     parser.add_argument("--saturation-seconds", type=float, default=20.0, help="length of the closed-loop phase")
     parser.add_argument("--client-procs", type=int, default=1, help="client processes sharing each phase")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of the three phases per server (medians)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of the three phases per server (medians; pairs with --monitor-db)")
     parser.add_argument("--monitor-db", default="off",
-                        help="also run every phase against a server recording to this database URL (default: off)")
+                        help="also run every phase, paired, against a server recording to this database URL "
+                             "(default: off)")
     parser.add_argument("--draws", type=int, default=1000, help="draws per chain (4 chains)")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=0.5)
@@ -290,16 +356,15 @@ def main(argv=None) -> int:
     results = {"model": "linear regression, 3 features", "draws": post.num_chains * post.num_draws,
                "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as root:
-        ModelStore(root).save(post, name="linreg")
-        results["monitor_off"] = serve_and_measure(root, args, "off", bodies)
-        if args.monitor_db != "off":
-            results["monitor_on"] = on = serve_and_measure(root, args, args.monitor_db, bodies)
-            off = results["monitor_off"]
-            results["monitor_ratio"] = {  # monitoring on / off, medians
-                f"{phase}_{key}": on["median"][phase][key] / off["median"][phase][key]
-                for phase in ("one_client", "open_loop", "saturation")
-                for key in ("p50_ms", "p99_ms", "requests_per_s", "server_cpu_share")
-                if off["median"][phase].get(key)}
+        ModelStore(root).save(post, name="linreg")  # read-only for the servers: both serve it
+        if args.monitor_db == "off":
+            [results["monitor_off"]] = measure(root, args, bodies, ["off"])
+        else:
+            results["monitor_off"], results["monitor_on"] = off, on = measure(root, args, bodies,
+                                                                                ["off", args.monitor_db])
+            pairs = _paired_ratios(off["runs"], on["runs"])
+            results["monitor_ratio"] = {key: value["median"] for key, value in pairs.items()}
+            results["monitor_ratio_pairs"] = pairs
     results["load_average_after"] = os.getloadavg()
     emit(results, args.out)
     return 0

@@ -278,6 +278,126 @@ def test_closing_while_the_database_refuses_writes_returns_and_counts_the_loss(t
         blocker.close()
 
 
+def _reference_texts(inputs, rows, levels) -> dict:
+    """The JSON texts of a prediction as the standard library encodes them from ``tolist``
+    values (the reference the writer's faster encoding must read back identically)."""
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    arrays = {name: np.asarray(v) for name, v in inputs.items()}
+    summary = {}
+    for name, a in arrays.items():
+        if a.ndim and a.shape[0] and a.dtype.kind in "biuf":
+            flat = a.reshape(a.shape[0], -1)
+            summary[name] = {"mean": flat.mean(axis=0, dtype=np.float64).tolist(),
+                             "min": flat.min(axis=0).astype(np.float64).tolist(),
+                             "max": flat.max(axis=0).astype(np.float64).tolist()}
+    per_row = {name: a.tolist() for name, a in arrays.items() if a.ndim}
+    return {"levels": dumps([float(v) for v in levels]), "input_summary": dumps(summary),
+            "inputs": [dumps({name: v[i] for name, v in per_row.items() if i < len(v)}) for i in range(len(rows))],
+            "outputs": [dumps({s: {k: v for k, v in e.items() if k != "draws"} for s, e in r.items()}) for r in rows]}
+
+
+def _same_json(text, reference) -> bool:
+    """Whether two JSON texts load to the same values, types included (``NaN`` equal to itself)."""
+    return json.dumps(json.loads(text)) == json.dumps(json.loads(reference))
+
+
+def test_stored_json_loads_to_the_values_the_standard_library_would_have_written(recorder):
+    # float32 inputs must come back as their float64 values (as tolist gives), integers and
+    # booleans as such; NaN inputs and None, big-integer and non-ASCII outputs take the
+    # standard-library path; draws are not stored.
+    rng = np.random.default_rng(13)
+    x32 = rng.normal(size=(3, 2)).astype(np.float32)
+    x32[0, 0] = np.float32(0.1)
+    cases = {
+        "f32": ({"X": x32, "k": np.array([1, -2, 3], dtype=np.int32), "flag": np.array([True, False, True])}, 3),
+        "one": ({"X": x32[:1], "k": np.array([7], dtype=np.int64)}, 1),
+        "cube": ({"Z": rng.normal(size=(2, 2, 3)), "scale": np.float64(2.5)}, 2),
+        "nan": ({"X": np.array([[np.nan, 1.0], [2.0, np.inf]])}, 2),
+        "big": ({"X": np.array([[1e-7, 1e22]])}, 1),
+    }
+    texts = {}
+    for rid, (inputs, n) in cases.items():
+        rows = [normal_row(float(rng.normal()), 1.5) for _ in range(n)]
+        rows[0]["y"]["draws"] = [0.5, 1.5]
+        rows[-1]["y"]["note"] = "\u00e9t\u00e9 \U0001f600 \"quoted\"\n"  # written by orjson as UTF-8
+        if rid == "big":
+            rows[0]["y"].update(count=2**70, probs=None)
+        recorder.record_prediction(request_id=rid, model="lin", version=1, received_at=time.time(), latency_ms=1.0,
+                                   inputs=inputs, rows=rows, levels=(np.float32(0.5), 0.9), kind="eti")
+        texts[rid] = _reference_texts(inputs, rows, (np.float32(0.5), 0.9))
+    assert recorder.flush() and recorder.stats()["dropped"] == 0
+    with sqlite3.connect(recorder.url.removeprefix("sqlite:///")) as conn:
+        for rid, ref in texts.items():
+            levels, summary = conn.execute("select levels, input_summary from predictions where request_id = ?",
+                                           (rid,)).fetchone()
+            stored = conn.execute("select inputs, outputs from prediction_rows where request_id = ? order by row",
+                                  (rid,)).fetchall()
+            assert _same_json(levels, ref["levels"]) and _same_json(summary, ref["input_summary"]), rid
+            assert len(stored) == len(ref["inputs"])
+            for (inputs, outputs), ref_in, ref_out in zip(stored, ref["inputs"], ref["outputs"]):
+                assert _same_json(inputs, ref_in) and _same_json(outputs, ref_out), (rid, inputs, outputs)
+    assert json.loads(texts["f32"]["inputs"][0])["X"][0] == float(np.float32(0.1)) != 0.1
+
+
+def test_an_unwritable_record_is_dropped_alone_and_large_batches_are_written_whole(recorder):
+    # 150 requests of 3 rows in one batch: 450 data rows, more than one executemany chunk.
+    inputs, rows = {"X": np.ones((3, 2))}, [normal_row(0.0, 1.0)] * 3
+    for i in range(150):
+        recorder.record_prediction(request_id=f"r{i}", model="lin", version=1, received_at=time.time(),
+                                   latency_ms=1.0, inputs=inputs, rows=rows, levels=LEVELS, kind="eti")
+        if i == 70:  # neither orjson nor json writes these: dropped, counted, the rest written
+            for bad in (object(), np.float32(1.0)):
+                recorder.record_prediction(request_id=f"bad{bad!r}", model="lin", version=1,
+                                           received_at=time.time(), latency_ms=1.0, inputs=inputs,
+                                           rows=[{"y": {"mean": bad}}] * 3, levels=LEVELS, kind="eti")
+    assert recorder.flush()
+    s = recorder.stats()
+    assert (s["recorded"], s["recorded_rows"], s["dropped"], s["db_errors"]) == (150, 450, 2, 0)
+    with sqlite3.connect(recorder.url.removeprefix("sqlite:///")) as conn:
+        assert conn.execute("select count(*) from prediction_rows").fetchone()[0] == 450
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A database on a throw-away PostgreSQL server (see test_monitor_postgres), or a skip."""
+    pytest.importorskip("psycopg", reason="psycopg 3 is needed for PostgreSQL")
+    from test_monitor_postgres import PostgresServer, _binaries  # that module imports this one: import late
+
+    bindir = _binaries()
+    if bindir is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found")
+    server = PostgresServer(bindir)
+    yield server.new_database()
+    server.close()
+
+
+def test_copy_to_postgresql_stores_the_same_json_and_drops_a_repeated_request_id_alone(postgres_url):
+    import sqlalchemy as sa
+
+    rec = Recorder(postgres_url)
+    try:
+        x = np.array([[0.1, np.nan]], dtype=np.float32)
+        rows = [normal_row(0.25, 1.0)]
+        rows[0]["y"]["note"] = "tab\there, back\\slash, \u00e9"  # COPY's text format escapes these
+        for rid in ("a", "b", "a", "c"):  # one batch: the repeat fails its COPY, then records go one by one
+            rec.record_prediction(request_id=rid, model="lin", version=1, received_at=time.time(), latency_ms=1.0,
+                                  inputs={"X": x}, rows=rows, levels=LEVELS, kind="eti")
+        rec.record_error(model=None, version=None, status=404, received_at=time.time(), latency_ms=1.0)
+        assert rec.flush(30)
+        s = rec.stats()
+        assert (s["recorded"], s["recorded_rows"], s["dropped"], s["db_errors"]) == (4, 3, 1, 0)
+        ref = _reference_texts({"X": x}, rows, LEVELS)
+        with rec.engine.connect() as conn:
+            summary = conn.execute(sa.text("select input_summary from predictions where request_id = 'c'")).scalar()
+            inputs, outputs = conn.execute(sa.text("select inputs, outputs from prediction_rows "
+                                                   "where request_id = 'c'")).one()
+            errors = conn.execute(sa.text("select model, version, status from errors")).all()
+        assert _same_json(summary, ref["input_summary"]) and _same_json(inputs, ref["inputs"][0])
+        assert _same_json(outputs, ref["outputs"][0]) and [tuple(e) for e in errors] == [(None, None, 404)]
+    finally:
+        rec.close()
+
+
 def test_recorder_refuses_bad_settings(tmp_path):
     with pytest.raises(InputError, match="'url'"):
         Recorder("mysql://host/db")
