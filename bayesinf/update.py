@@ -292,9 +292,9 @@ def _warm_svi_steps(config: SVIConfig, num_steps: int | None) -> int:
 
 def _latent_shapes_match(posterior, combined) -> bool:
     from .inference.binding import BoundModel
-    from .sites import trace_model
+    from .sites import abstract_trace
 
-    trace = trace_model(BoundModel(posterior.model, posterior.schema.static), combined, seed=0)
+    trace = abstract_trace(BoundModel(posterior.model, posterior.schema.static), combined)
     return all(tuple(np.shape(trace[k]["value"])) == posterior.draws[k].shape[2:] for k in posterior.sites.latent)
 
 
