@@ -403,3 +403,30 @@ def test_sequential_and_second_updates_keep_column_statistics(formula_frame, tmp
     assert stats["c"] == exact and stats["x"]["count"] == 80
     np.testing.assert_allclose(stats["x"]["mean"], formula_frame["x"].mean(), rtol=1e-12)
     np.testing.assert_allclose(stats["x"]["sd"], formula_frame["x"].std(ddof=1), rtol=1e-12)
+
+
+def test_warm_start_adapts_the_step_size_in_one_window():
+    """With the mass matrix given, the warm warmup is one dual averaging window: the step size is
+    never restarted from ten times its value, as it is at the end of each of NumPyro's windows."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import NUTS
+
+    from bayesinf.inference.nuts import _with_tuning
+
+    def model():
+        numpyro.sample("x", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+
+    def step_sizes(step_size_only):
+        kernel = NUTS(model, adapt_mass_matrix=False)
+        state = kernel.init(jax.random.PRNGKey(0), 50, None, (), {})
+        state = _with_tuning(state, jnp.asarray(0.8), jnp.ones(3), False, step_size_only=step_size_only)
+        _, sizes = jax.lax.scan(lambda s, _: (kernel.sample(s, (), {}),) * 2, state, None, length=50)
+        return np.asarray(sizes.adapt_state.step_size)
+
+    # a jump of more than 4x from one iteration to the next after the first two is a restart
+    jumps = lambda sizes: int(np.sum(sizes[2:] / sizes[1:-1] > 4.0))
+    assert jumps(step_sizes(None)) >= 1  # NumPyro's schedule for 50 iterations has window ends
+    assert jumps(step_sizes(50)) == 0
