@@ -41,7 +41,7 @@ TOOLS = ("bayesinf", "bayesinf-disk-cache", "numpyro", "numpyro-parallel")
 #: that reads X once for all chains and uses both cores; tree depth is the same at every
 #: iteration, so lock-step costs nothing): 4x faster sampling than one chain per device. Radon
 #: also starts its warmup from the gradient-scaled diagonal (``init_mass_matrix="gradient"``): its
-#: varying-intercept scales differ by orders of magnitude, and it took 27% fewer warmup steps.
+#: varying-intercept scales differ by orders of magnitude, and it took 25% fewer warmup steps.
 #: Measurements in docs/benchmarks.md. ``--bayesinf-settings`` overrides these.
 BAYESINF_SETTINGS = {
     "eight_schools": {"dense_mass": False, "target_accept": 0.8},
