@@ -29,8 +29,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..config import SVI_INIT_STRATEGIES, NUTSConfig
-from .binding import BoundModel, shape_key
 from ..runtime import key_data
+from .binding import BoundModel, shape_key
 from .cache import ProgramCache
 
 __all__ = ["run_nuts", "NUTSResult", "Start", "chain_layout", "unconstrain_draws", "flatten_sites", "unflatten_sites",
