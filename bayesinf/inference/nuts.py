@@ -33,8 +33,8 @@ from ..runtime import key_data
 from .binding import BoundModel, shape_key
 from .cache import ProgramCache
 
-__all__ = ["run_nuts", "NUTSResult", "Start", "chain_layout", "unconstrain_draws", "flatten_sites", "unflatten_sites",
-           "BLOCK"]
+__all__ = ["run_nuts", "NUTSResult", "Start", "chain_layout", "scan_iterations", "unconstrain_draws", "flatten_sites",
+           "unflatten_sites", "BLOCK"]
 
 #: Iterations per compiled block (a progress-bar tick).
 BLOCK = 100
@@ -141,6 +141,30 @@ def _strong(tree):
     return jax.tree.map(lambda x: lax.convert_element_type(x, x.dtype), tree)
 
 
+def scan_iterations(kernel, state, arrays, num_valid):
+    """``BLOCK`` iterations of one chain of NUTS ``kernel`` under ``lax.scan``; iterations from
+    ``num_valid`` on leave the state as it is. Returns the final state and, per iteration, the
+    constrained draw ``z`` and the sampler statistics, each with a leading ``BLOCK`` axis."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    postprocess = kernel.postprocess_fn((), arrays)
+
+    def step(state, i):
+        state = lax.cond(i < num_valid, lambda s: _strong(kernel.sample(s, (), arrays)), lambda s: s, state)
+        return state, {
+            "z": postprocess(state.z),
+            "diverging": state.diverging,
+            "n_steps": state.num_steps,
+            "acceptance_rate": state.accept_prob,
+            "energy": state.energy,
+            "lp": -state.potential_energy,
+            "step_size": state.adapt_state.step_size,
+        }
+
+    return lax.scan(step, state, jnp.arange(BLOCK))
+
+
 @dataclass
 class _Sampler:
     block: Callable  # (seed_key, chain_ids, state, arrays, num_valid, is_first, start) -> (state, collected)
@@ -230,7 +254,6 @@ def _gradient_tuning(kernel, state, arrays, rng_key, dense: bool):
 
 def _build_sampler(model: BoundModel, config: NUTSConfig, devices: int, per_device: int) -> _Sampler:
     import jax
-    import jax.numpy as jnp
     from jax import lax
     from numpyro.infer import NUTS
 
@@ -263,22 +286,7 @@ def _build_sampler(model: BoundModel, config: NUTSConfig, devices: int, per_devi
             return _strong(init_chain(rng_key, arrays, start))
 
         state = _strong(lax.cond(is_first, initialize, lambda _: state, None))
-        postprocess = kernel.postprocess_fn((), arrays)
-
-        def step(state, i):
-            state = lax.cond(i < num_valid, lambda s: _strong(kernel.sample(s, (), arrays)), lambda s: s, state)
-            collected = {
-                "z": postprocess(state.z),
-                "diverging": state.diverging,
-                "n_steps": state.num_steps,
-                "acceptance_rate": state.accept_prob,
-                "energy": state.energy,
-                "lp": -state.potential_energy,
-                "step_size": state.adapt_state.step_size,
-            }
-            return state, collected
-
-        return lax.scan(step, state, jnp.arange(BLOCK))
+        return scan_iterations(kernel, state, arrays, num_valid)
 
     if per_device == 1:  # no vmap: a batched NUTS tree-building loop compiles slower
         def device_block(seed_key, chain_ids, state, arrays, num_valid, is_first, start):

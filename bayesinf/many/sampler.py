@@ -28,7 +28,7 @@ from ..config import SVI_INIT_STRATEGIES, NUTSConfig
 from ..inference.binding import BoundModel, shape_key
 from ..inference.cache import ProgramCache
 from ..errors import InputError
-from ..inference.nuts import BLOCK, _init_strategy, _strong
+from ..inference.nuts import BLOCK, _init_strategy, _strong, scan_iterations
 
 __all__ = ["run_nuts_groups", "group_layout"]
 
@@ -71,21 +71,7 @@ def _build(model: BoundModel, config: NUTSConfig, devices: int, per_device: int)
 
     def chain_block(rng_key, state, arrays, num_valid, is_first):
         state = _strong(lax.cond(is_first, lambda _: _strong(init_chain(rng_key, arrays)), lambda _: state, None))
-        postprocess = kernel.postprocess_fn((), arrays)
-
-        def step(state, i):
-            state = lax.cond(i < num_valid, lambda s: _strong(kernel.sample(s, (), arrays)), lambda s: s, state)
-            return state, {
-                "z": postprocess(state.z),
-                "diverging": state.diverging,
-                "n_steps": state.num_steps,
-                "acceptance_rate": state.accept_prob,
-                "energy": state.energy,
-                "lp": -state.potential_energy,
-                "step_size": state.adapt_state.step_size,
-            }
-
-        return lax.scan(step, state, jnp.arange(BLOCK))
+        return scan_iterations(kernel, state, arrays, num_valid)
 
     units = jax.vmap(chain_block, in_axes=(0, 0, 0, None, None))
 
