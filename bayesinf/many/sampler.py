@@ -29,6 +29,7 @@ from ..inference.binding import BoundModel, shape_key
 from ..inference.cache import ProgramCache
 from ..errors import InputError
 from ..inference.nuts import BLOCK, _init_strategy, _strong, scan_iterations
+from ..runtime import key_data
 
 __all__ = ["run_nuts_groups", "group_layout"]
 
@@ -38,7 +39,7 @@ _SAMPLERS = ProgramCache(_CACHE_SIZE)  # compiled group samplers
 
 @dataclass
 class _GroupSampler:
-    block: Callable  # (keys, state, arrays, num_valid, is_first) -> (state, collected)
+    block: Callable  # (seed_keys, state, arrays, num_valid, is_first) -> (state, collected)
     init_shape: Callable  # (key, arrays of one group) -> per-chain state structure (no compilation)
     devices: int
     per_device: int  # groups per device
@@ -75,9 +76,10 @@ def _build(model: BoundModel, config: NUTSConfig, devices: int, per_device: int)
 
     units = jax.vmap(chain_block, in_axes=(0, 0, 0, None, None))
 
-    def groups(keys, state, arrays, num_valid, is_first):  # (groups, chains, ...) <-> (units, ...)
+    def groups(seed_keys, state, arrays, num_valid, is_first):  # (groups, chains, ...) <-> (units, ...)
         flat = lambda tree: jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), tree)
-        chains = keys.shape[1]
+        chains = config.chains
+        keys = jax.vmap(lambda key: jax.random.split(key, chains))(seed_keys)  # (groups, chains, 2)
         arrays = jax.tree.map(lambda x: jnp.repeat(x, chains, axis=0), arrays)
         out = units(flat(keys), flat(state), arrays, num_valid, is_first)
         return jax.tree.map(lambda x: x.reshape(-1, chains, *x.shape[1:]), out)
@@ -148,11 +150,11 @@ def run_nuts_groups(model: BoundModel, arrays: Sequence[Mapping[str, np.ndarray]
     stacked = {k: np.stack([np.asarray(arrays[g][k]) for g in order]) for k in names}
     stacked = {k: v.reshape(devices, per_device, *v.shape[1:]) for k, v in stacked.items()}
     sampler, cached = _get_sampler(model, stacked, config, dtype, devices, per_device)
-    keys = np.stack([np.asarray(jax.random.split(jax.random.PRNGKey(int(seeds[g])), config.chains)) for g in order])
-    keys = jnp.asarray(keys.reshape(devices, per_device, config.chains, *keys.shape[2:]))
+    # Each group's seed as key data; the chains' keys are split from it inside the compiled block.
+    keys = np.stack([key_data(seeds[g]) for g in order]).reshape(devices, per_device, -1)
     device_arrays = {k: jnp.asarray(v) for k, v in stacked.items()}
     one_group = {k: v[0, 0] for k, v in device_arrays.items()}
-    shape = sampler.init_shape(keys[0, 0, 0], one_group)
+    shape = sampler.init_shape(jax.ShapeDtypeStruct(keys.shape[2:], keys.dtype), one_group)
     state = jax.tree.map(lambda s: np.zeros((devices, per_device, config.chains, *s.shape), s.dtype), shape)
     if devices > 1:  # placed as the compiled block returns it, else pmap compiles again
         state = jax.pmap(lambda tree: tree)(state)
