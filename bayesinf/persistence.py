@@ -356,7 +356,7 @@ def load(path, model: Callable | None = None):
         schema = InputSchema.from_json(manifest["schema"])
         sites = ModelSites.from_json(manifest["sites"])
         group = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-        return Posterior(
+        posterior = Posterior(
             model=model, method=manifest["method"], draws=group("posterior/"), sample_stats=group("sample_stats/"),
             schema=schema, data=group("data/"), sites=sites, settings=manifest["settings"], info=manifest["info"],
             dtype=manifest["dtype"], seed=int(manifest["seed"]), losses=arrays.get("losses"),
@@ -364,3 +364,36 @@ def load(path, model: Callable | None = None):
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(path / MANIFEST, f"incomplete or invalid manifest ({type(exc).__name__}: {exc})") from None
+    check_model_matches(posterior, path)
+    return posterior
+
+
+def check_model_matches(posterior, path) -> None:
+    """Raise ``ModelFileError`` unless ``posterior.model``, traced on the saved data, has exactly the
+    saved draws' latent sites with their shapes. An edited or different model function would
+    otherwise draw its unknown latent sites from their priors at predict time, silently. Skipped
+    when no data was saved (nothing to trace the model on)."""
+    if not posterior.data:
+        return
+    from .inference.binding import BoundModel
+    from .runtime import precision
+    from .sites import inspect_model
+
+    try:
+        with precision(posterior.dtype):
+            sites, trace = inspect_model(BoundModel(posterior.model, posterior.schema.static), posterior.data)
+    except Exception as exc:
+        raise ModelFileError(path, f"the model function does not run on the saved data ({type(exc).__name__}: "
+                                   f"{exc}); pass the model it was fit with as load(path, model=...)") from None
+    saved = {k: tuple(np.shape(posterior.draws[k])[2:]) for k in posterior.sites.latent}
+    found = {k: tuple(np.shape(trace[k]["value"])) for k in sites.latent}
+    if saved != found:
+        problems = []
+        if set(saved) - set(found):
+            problems.append(f"it lacks the saved latent sites {sorted(set(saved) - set(found))}")
+        if set(found) - set(saved):
+            problems.append(f"its latent sites {sorted(set(found) - set(saved))} have no saved draws")
+        problems += [f"its site '{k}' has shape {found[k]}, the saved draws {saved[k]}"
+                     for k in sorted(set(saved) & set(found)) if saved[k] != found[k]]
+        raise ModelFileError(path, f"the model function does not match the saved draws: {'; '.join(problems)}. "
+                                   "Pass the model it was fit with as load(path, model=...)")

@@ -99,6 +99,29 @@ def test_load_with_explicit_model(saved):
     assert loaded.model is models.linreg
 
 
+def _renamed_sites(X, y=None, sigma=1.0, tau=2.0):
+    """``models.linreg`` with its coefficient site renamed and an extra latent site."""
+    coef = numpyro.sample("coef", dist.Normal(0.0, tau).expand([X.shape[1]]).to_event(1))
+    shift = numpyro.sample("shift", dist.Normal(100.0, 1.0))
+    numpyro.sample("y", dist.Normal(X @ coef + shift, sigma), obs=y)
+
+
+def _wider(X, y=None, sigma=1.0, tau=2.0):
+    """``models.linreg`` with one coefficient more than the data's columns."""
+    b = numpyro.sample("b", dist.Normal(0.0, tau).expand([X.shape[1] + 1]).to_event(1))
+    numpyro.sample("y", dist.Normal(X @ b[:-1], sigma), obs=y)
+
+
+@pytest.mark.parametrize("model, fragments", [
+    (_renamed_sites, ("lacks the saved latent sites ['b']", "its latent sites ['coef', 'shift'] have no saved draws")),
+    (_wider, ("its site 'b' has shape",)),
+])
+def test_load_refuses_a_model_that_does_not_match_the_draws(saved, model, fragments):
+    # Such a model would draw its unknown sites from their priors at predict time, silently.
+    with model_file_error(saved, "does not match the saved draws", "load(path, model=...)", *fragments):
+        bi.load(saved, model=model)
+
+
 # ----------------------------------------------------------------------------- bad files
 def test_missing_directory(tmp_path):
     with model_file_error(tmp_path / "nope", "no such file"):
