@@ -147,6 +147,10 @@ def _predict(args) -> int:
             store, _, name = args.model.rstrip("/").rpartition("/")
             if not store or not Path(store).is_dir():
                 raise BayesinfError(f"'{args.model}' is neither a saved model directory nor STORE/NAME of a ModelStore")
+            if Path(args.model).is_dir() and not ModelStore(store).versions(name):
+                from .persistence import load
+
+                load(args.model)  # not a store entry: its ModelFileError says what the directory lacks
             version = int(args.version) if args.version is not None and args.version.isdigit() else args.version
             post = ModelStore(store).load(name, version)
         from .batch import predict
@@ -169,6 +173,10 @@ def _predict(args) -> int:
     except (BayesinfError, OSError) as exc:
         print(f"bayesinf predict: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("bayesinf predict: interrupted; the finished chunks are kept: run the same command again to resume",
+              file=sys.stderr)
+        return 130
     print(f"wrote {result.num_rows} rows to {result.path} ({result.num_chunks} chunks, {result.reused_chunks} "
           f"reused from an interrupted run) in {result.seconds:.1f} s")
     return 0

@@ -350,8 +350,8 @@ def load(path, model: Callable | None = None):
         try:
             model = import_model(manifest.get("model"))
         except Exception as exc:
-            raise ModelFileError(path, f"cannot find the model function {manifest.get('model')!r} ({exc}); "
-                                 "pass it as load(path, model=...)") from None
+            raise ModelFileError(path, f"cannot find the model function {manifest.get('model')!r} ({exc}); make its "
+                                 "module importable (e.g. on PYTHONPATH) or pass it as load(path, model=...)") from None
     try:
         schema = InputSchema.from_json(manifest["schema"])
         sites = ModelSites.from_json(manifest["sites"])

@@ -393,9 +393,9 @@ class ModelStore:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelFileError(path, f"corrupt alias file ({exc})") from None
-        if not isinstance(data, dict):
-            raise ModelFileError(path, "corrupt alias file (not a JSON object)")
-        return {str(k): int(v) for k, v in data.items()}
+        if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
+            raise ModelFileError(path, "corrupt alias file (not a JSON object of version numbers)")
+        return {str(k): v for k, v in data.items()}
 
     def resolve(self, name: str, version: int | str | None = None) -> int:
         """The version number that ``version`` (None or "latest", a number, or an alias) names.
@@ -608,6 +608,14 @@ class ModelStore:
         return posterior
 
     def list(self) -> list[dict]:
-        """One entry per name: ``{"name", "versions", "latest", "aliases"}``."""
-        return [{"name": n, "versions": (v := self.versions(n)), "latest": v[-1], "aliases": self.aliases(n)}
-                for n in self.names()]
+        """One entry per name: ``{"name", "versions", "latest", "aliases"}``; a name whose alias file
+        cannot be read has ``"aliases": {}`` and the reason under ``"error"``."""
+        entries = []
+        for n in self.names():
+            entry = {"name": n, "versions": (v := self.versions(n)), "latest": v[-1], "aliases": {}}
+            try:
+                entry["aliases"] = self.aliases(n)
+            except ModelFileError as exc:
+                entry["error"] = str(exc)
+            entries.append(entry)
+        return entries

@@ -314,3 +314,14 @@ def test_cli_predict_subprocess_and_store(tiny_frame, table, tmp_path):
                  str(tmp_path / "out3.parquet"), "--no-progress"])
     assert code == 2  # the 'id' and 'note' columns are not read: an error naming the column
     assert not (tmp_path / "out3.parquet").exists()
+
+
+def test_cli_predict_names_what_a_directory_lacks(tmp_path, capsys):
+    from bayesinf.cli import main
+
+    (tmp_path / "store" / "lin" / "1").mkdir(parents=True)  # neither a saved model nor a store entry
+    (tmp_path / "in.csv").write_text("x\n1\n")
+    code = main(["predict", str(tmp_path / "store" / "lin" / "1"), "--input", str(tmp_path / "in.csv"),
+                 "--output", str(tmp_path / "out.csv"), "--no-progress"])
+    assert code == 2
+    assert "manifest.json" in capsys.readouterr().err

@@ -423,6 +423,25 @@ def test_tampered_version_is_not_served(tmp_path, tiny_linreg):
         c.close()
 
 
+def test_corrupt_alias_file_fails_only_that_models_aliases(tmp_path, tiny_linreg):
+    store = ModelStore(tmp_path / "models")
+    store.save(tiny_linreg, name="lin")
+    store.save(tiny_linreg, name="other")
+    store.set_alias("other", "production", 1)
+    (store.root / "lin" / "aliases.json").write_text("garbage{")
+    c = AppClient(create_app(store.root, max_rows=4))
+    try:
+        c.wait_ready()
+        assert "corrupt alias file" in c.get("/readyz").json()["failed"]["lin/aliases"]
+        body = {"instances": [{"X": [0, 0]}]}
+        assert c.post("/v1/models/lin/predict", json=body).status_code == 200  # latest is served
+        r = c.post("/v1/models/lin/versions/production/predict", json=body)
+        assert r.status_code == 503 and "corrupt alias file" in r.json()["detail"]["message"]
+        assert c.post("/v1/models/other/versions/production/predict", json=body).status_code == 200
+    finally:
+        c.close()
+
+
 # ----------------------------------------------------------------------------- property-based
 def test_openapi_fuzzing_finds_no_server_errors(client):
     """schemathesis generates requests from the OpenAPI schema (15 per operation): no 5xx, and the

@@ -122,6 +122,22 @@ def test_tampered_file_is_rejected(store, tiny_linreg):
     assert info.value.path == str(arrays)
 
 
+@pytest.mark.parametrize("content", ["garbage{", "[1, 2]", '{"production": "two"}'])
+def test_corrupt_alias_file(store, tiny_linreg, content):
+    store.save(tiny_linreg, name="lin")
+    store.set_alias("lin", "production", 1)
+    store.save(tiny_linreg, name="other")
+    path = store.root / "lin" / "aliases.json"
+    path.write_text(content)
+    with pytest.raises(bi.ModelFileError, match="corrupt alias file") as info:
+        store.aliases("lin")
+    assert info.value.path == str(path)
+    # the rest of the store is still listed; the broken name says why it has no aliases
+    entries = {e["name"]: e for e in store.list()}
+    assert entries["other"] == {"name": "other", "versions": [1], "latest": 1, "aliases": {}}
+    assert entries["lin"]["aliases"] == {} and "corrupt alias file" in entries["lin"]["error"]
+
+
 def test_concurrent_saves_get_distinct_versions(store, tiny_linreg):
     results, errors = [], []
 

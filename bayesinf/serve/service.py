@@ -184,8 +184,14 @@ class Service:
         """
         from ..formula.design import InputColumn
 
-        for entry in self.store.list():
-            name, versions, aliases = entry["name"], entry["versions"], entry["aliases"]
+        for name in self.store.names():
+            versions = self.store.versions(name)
+            try:
+                aliases = self.store.aliases(name)
+            except BayesinfError as exc:  # its versions are still served; its aliases answer 503
+                aliases = {}
+                self.failed[f"{name}/aliases"] = str(exc)
+                logger.error("not serving the aliases of %s: %s", name, exc)
             serve = versions if self.all_versions else sorted({versions[-1], *aliases.values()})
             schemas, columns = {}, {}
             for v in serve:
@@ -248,6 +254,8 @@ class Service:
             number = int(version)
         elif version in entry["aliases"]:
             number = entry["aliases"][version]
+        elif f"{name}/aliases" in self.failed:
+            raise HTTPError(503, "version", f"the aliases of '{name}' could not be read: {self.failed[f'{name}/aliases']}")
         else:
             raise HTTPError(404, "version", f"'{version}'"[:200] + f" is neither a version nor an alias of '{name}'; "
                             f"versions {entry['versions']}, aliases {sorted(entry['aliases'])}")
