@@ -3,6 +3,7 @@ and persistence for one fitted model, whatever the inference method."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, Callable, Mapping
 
@@ -239,10 +240,13 @@ class Posterior:
             from .errors import InputError
 
             raise InputError("row_offset", f"of predict must be a non-negative int; got {row_offset!r}")
+        index = _pandas_index(*args, *kwargs.values())
         to_arguments = getattr(self.model, "__bayesinf_arguments__", None)
         if to_arguments is not None:  # models built by bayesinf turn user data (a DataFrame) into arguments
             args, kwargs = to_arguments(*args, **kwargs)
         num_rows, arrays, static = prepare_predict_inputs(self.model, self.schema, self.data, args, kwargs)
+        if index is not None and len(index) != num_rows:
+            index = None
         predictor = self.predict_fn(memory_budget)
         if static != predictor.model.static:
             from .errors import InputError
@@ -256,8 +260,9 @@ class Posterior:
         info = {s: {"num_classes": self.sites.num_classes.get(s)} for s in self.sites.observed}
         with precision(self.dtype):
             chunks = predictor.chunks(arrays, num_rows, seed, row_offset=int(row_offset))
-            return assemble(chunks, num_rows, info, levels, kind, seed, bool(return_draws),
-                            executor=summary_executor() if num_rows > BLOCK_ROWS else None)
+            prediction = assemble(chunks, num_rows, info, levels, kind, seed, bool(return_draws),
+                                  executor=summary_executor() if num_rows > BLOCK_ROWS else None)
+        return prediction if index is None else dataclasses.replace(prediction, index=index)
 
     # ----------------------------------------------------------------- model checking
     def calibration(self, *args, **kwargs):
@@ -318,3 +323,11 @@ class Posterior:
         from .persistence import save
 
         save(self, path, draws_dtype=draws_dtype)
+
+
+def _pandas_index(*values):
+    """The index of the first pandas DataFrame or Series among ``values``, else None."""
+    for value in values:
+        if type(value).__module__.startswith("pandas") and hasattr(value, "index"):
+            return value.index
+    return None

@@ -5,7 +5,7 @@ count probabilities and (when they fit in memory) the raw predictive draws, for 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -59,6 +59,9 @@ class Prediction:
         Interval kind.
     seed : int
         Seed the predictive draws came from.
+    index : pandas.Index, optional
+        The index of the pandas DataFrame or Series the rows came from, kept by ``to_pandas``
+        and ``to_xarray`` so that results align with the input's rows.
     """
 
     sites: Mapping[str, SitePrediction]
@@ -66,6 +69,7 @@ class Prediction:
     kind: str
     seed: int
     num_rows: int = field(default=0)
+    index: Any = field(default=None, compare=False)
 
     def __getitem__(self, site: str) -> SitePrediction:
         if site not in self.sites:
@@ -119,7 +123,7 @@ class Prediction:
             if s.probs is not None:
                 for k in range(s.probs.shape[1]):
                     columns[f"{p}p_{k}"] = s.probs[:, k]
-        return pd.DataFrame(columns)
+        return pd.DataFrame(columns, index=self.index)
 
     def to_xarray(self):
         """An ``xarray.Dataset`` with variables ``<site>_mean`` etc. over dims ``row``, ``level``."""
@@ -136,7 +140,10 @@ class Prediction:
             data[f"{name}_upper"] = (["level", *dims], s.upper)
             if s.probs is not None:
                 data[f"{name}_probs"] = (["row", f"{name}_class"], s.probs)
-        return xr.Dataset(data, coords={"level": list(self.levels)}, attrs={"kind": self.kind, "seed": self.seed})
+        coords = {"level": list(self.levels)}
+        if self.index is not None:
+            coords["row"] = np.asarray(self.index)
+        return xr.Dataset(data, coords=coords, attrs={"kind": self.kind, "seed": self.seed})
 
     def __repr__(self):
         sites = ", ".join(self.sites)

@@ -272,3 +272,18 @@ def test_row_draws_do_not_depend_on_the_request(linreg_nuts, linreg_problem):
     np.testing.assert_array_equal(part.mean, whole.mean[41:120])
     with pytest.raises(bi.InputError, match="row_offset"):
         linreg_nuts.predict(x, row_offset=-1)
+
+
+def test_tables_keep_the_index_of_a_pandas_input(tiny_frame, small_data):
+    import pandas as pd
+
+    index = pd.Index([17, 3, 250, 0], name="home")
+    frame = pd.DataFrame(small_data["X"][:4], columns=["a", "b"], index=index)
+    pred = tiny_frame.predict(frame, seed=2)
+    table = pred.to_pandas()
+    assert table.index.equals(index)  # so frame["mean"] = table["mean"] lands on the right rows
+    np.testing.assert_array_equal(table["mean"].to_numpy(), pred.mean)
+    np.testing.assert_array_equal(pred.to_xarray()["row"].to_numpy(), index.to_numpy())
+    plain = tiny_frame.predict(small_data["X"][:4], seed=2).to_pandas()  # numpy input: positions
+    assert plain.index.equals(pd.RangeIndex(4))
+    np.testing.assert_array_equal(plain.to_numpy(), table.to_numpy())
