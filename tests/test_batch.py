@@ -48,7 +48,7 @@ def table():
 
 def expected_for(post, frame, **kwargs):
     pred = post.predict(frame[["a", "b"]], levels=LEVELS, seed=5, **kwargs)
-    return pd.concat([frame[["id"]].reset_index(drop=True), pred.to_pandas()], axis=1)
+    return pd.concat([frame[["id"]], pred.to_pandas()], axis=1).reset_index(drop=True)
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
