@@ -33,6 +33,7 @@ _LAZY = {
     "ModelFileError": ("bayesinf.errors", "ModelFileError"),
     "NotFittedError": ("bayesinf.errors", "NotFittedError"),
     "ConvergenceWarning": ("bayesinf.errors", "ConvergenceWarning"),
+    "CalibrationWarning": ("bayesinf.errors", "CalibrationWarning"),
     "datasets": ("bayesinf.datasets", None),
     "check": ("bayesinf.check", None),
     "compare": ("bayesinf.check", "compare"),
@@ -67,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .store import ModelStore
     from .config import NUTSConfig, SVIConfig
     from .diagnostics import Diagnosis
-    from .errors import ConvergenceWarning, InputError, ModelFileError, NotFittedError
+    from .errors import CalibrationWarning, ConvergenceWarning, InputError, ModelFileError, NotFittedError
     from .fitting import fit
     from .export import PortablePredictor, load_predictor
     from .persistence import load

@@ -12,6 +12,7 @@ __all__ = [
     "ModelFileError",
     "NotFittedError",
     "ConvergenceWarning",
+    "CalibrationWarning",
 ]
 
 
@@ -62,3 +63,7 @@ class NotFittedError(BayesinfError, AttributeError):
 
 class ConvergenceWarning(UserWarning):
     """The sampler or optimizer shows signs of not having converged (see ``Posterior.diagnose``)."""
+
+
+class CalibrationWarning(UserWarning):
+    """Recalibration data too few for a level: its conformal interval is the whole line."""

@@ -149,6 +149,7 @@ def test_outcomes_by_argument_name_or_dict(well_specified):
 @pytest.mark.parametrize("kwargs, field", [
     (dict(), "y"),
     (dict(y=np.zeros(3)), "y"),
+    (dict(y="y"), "y"),
     (dict(y={"z": np.zeros(50)}), "y"),
     (dict(y=np.zeros(50), levels=1.5), "levels"),
     (dict(y=np.zeros(50), kind="box"), "kind"),
@@ -158,3 +159,120 @@ def test_bad_inputs_name_the_argument(well_specified, kwargs, field):
     with pytest.raises(InputError) as info:
         calibration(well_specified, X, **kwargs)
     assert info.value.field == field
+
+
+# ----------------------------------------------------------------------------- formula models
+@pytest.fixture(scope="module")
+def radon():
+    """A small varying-intercept fit on a random 600 of the 919 radon rows; the rest held out."""
+    import bayesinf as bi
+
+    frame = bi.datasets.load_radon().frame
+    order = np.random.default_rng(0).permutation(len(frame))
+    train, test = frame.iloc[order[:600]], frame.iloc[order[600:]]
+    post = bi.Model.from_formula("log_radon ~ floor + log_uppm + (1 | county)", data=train).fit(
+        chains=2, draws=200, warmup=200, seed=0, progress=False, warn=False)
+    return post, test
+
+
+def _assert_same_report(a, b):
+    for name in ("coverage", "mean_width", "interval_score", "pit", "crps"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.site == b.site and a.num_rows == b.num_rows
+
+
+def test_formula_calibration_scores_what_predict_predicts(radon):
+    post, test = radon
+    y = test["log_radon"].to_numpy()
+    report = calibration(post, test, y=y, seed=3)
+    assert report.site == "log_radon" and report.num_rows == len(test)
+    # The same rows through Posterior.predict with the same seed: the same predictive draws, so
+    # the same report (outcomes in the fit dtype, as calibration scores them).
+    pred = post.predict(test, seed=3, return_draws=True)
+    expected = CalibrationReport.from_draws(pred["log_radon"].row_draws, y.astype(np.float32), site="log_radon")
+    _assert_same_report(report, expected)
+    # lpd: the log likelihood of the held-out rows, finite, and a sane value for log radon
+    assert report.lpd is not None and np.all(np.isfinite(report.lpd))
+    # The response column is the default outcome, or named by y=; columns are read by name, so
+    # another order (a three-column frame without the response, too) gives the same report.
+    _assert_same_report(report, calibration(post, test, seed=3))
+    _assert_same_report(report, post.calibration(test, y="log_radon", seed=3))
+    _assert_same_report(report, post.calibration(test[["county", "log_uppm", "floor"]], y=y, seed=3))
+    _assert_same_report(report, post.calibration(data=test[["log_uppm", "log_radon", "county", "floor"]], seed=3))
+    # negative control: another seed gives other draws (so equality above is not vacuous)
+    assert not np.array_equal(calibration(post, test, seed=4).pit, report.pit)
+
+
+def test_formula_calibration_new_groups_as_predict(radon):
+    post, test = radon
+    fitted = set(post.model.design.groups[0].levels)
+    assert not set(test["county"].astype(str)) <= fitted  # some held-out counties are new
+    y = test["log_radon"].to_numpy().astype(np.float32)
+    report = calibration(post, test, new_groups="population", seed=1)
+    pred = post.predict(test, new_groups="population", seed=1, return_draws=True)
+    _assert_same_report(report, CalibrationReport.from_draws(pred["log_radon"].row_draws, y, site="log_radon"))
+    with pytest.raises(InputError) as info:
+        calibration(post, test, new_groups="error")
+    assert info.value.field == "county"
+
+
+@pytest.mark.parametrize("drop, field", [("floor", "floor"), ("county", "county"), ("log_uppm", "log_uppm")])
+def test_formula_calibration_missing_column_is_named(radon, drop, field):
+    post, test = radon
+    with pytest.raises(InputError) as info:
+        calibration(post, test.drop(columns=drop))
+    assert info.value.field == field
+
+
+def test_formula_calibration_without_outcomes(radon):
+    post, test = radon
+    with pytest.raises(InputError, match="'log_radon'") as info:
+        calibration(post, test.drop(columns="log_radon"))
+    assert info.value.field == "y"
+    with pytest.raises(InputError, match="'outcome'") as info:
+        calibration(post, test, y="outcome")
+    assert info.value.field == "y"
+    with pytest.raises(InputError) as info:
+        calibration(post, test, y=np.zeros(3))
+    assert info.value.field == "y"
+
+
+# ----------------------------------------------------------------------------- several observed sites
+def two_sites(X, y1=None, y2=None):
+    """A Gaussian and a Bernoulli outcome; scoring one leaves the other to be sampled."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    s = numpyro.sample("s", dist.HalfNormal(1.0))
+    c = numpyro.sample("c", dist.Normal(0.0, 1.0))
+    with numpyro.plate("rows", X.shape[0]):
+        numpyro.sample("y1", dist.Normal(X @ b, s), obs=y1)
+        numpyro.sample("y2", dist.Bernoulli(logits=c * X[:, 0]), obs=y2)
+
+
+def test_calibration_of_each_site_of_a_two_site_model():
+    import bayesinf as bi
+    from bayesinf.calibration import recalibrate
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(80, 2))
+    y1 = X @ np.array([1.0, -1.0]) + rng.normal(size=80)
+    y2 = (rng.uniform(size=80) < 1 / (1 + np.exp(-X[:, 0]))).astype(np.int64)
+    post = bi.fit(two_sites, X, y1=y1, y2=y2, chains=2, draws=100, warmup=100, seed=0, progress=False, warn=False)
+    loglik = post.log_likelihood()  # on the fit rows, every site observed
+    for site, outcomes, report in [
+        ("y1", y1, calibration(post, X[:20], y1=y1[:20])),
+        ("y1", y1, calibration(post, X[:20], y={"y1": y1[:20]})),
+        ("y2", y2, calibration(post, X[:20], y={"y2": y2[:20]})),
+        ("y2", y2, calibration(post, X[:20], y1=y1[:20], y2=y2[:20], site="y2")),
+    ]:
+        assert report.site == site and report.num_rows == 20
+        # the lpd of rows 0..19 equals the one from the full log likelihood of the fit (float32
+        # arithmetic in differently shaped programs: agreement to ~1e-6 relative)
+        ll = loglik[site].reshape(-1, 80)[:, :20].T
+        np.testing.assert_allclose(report.lpd, log_predictive_density(ll), rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError) as info:
+        calibration(post, X[:20], y1=y1[:20], y2=y2[:20])
+    assert info.value.field == "site"
+    assert recalibrate(post, X[:20], y1=y1[:20]).site == "y1"

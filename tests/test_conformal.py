@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import calibration_models as cm
-from bayesinf.calibration import calibration, conformal_quantile, load, recalibrate
+from bayesinf.calibration import (CalibrationWarning, calibration, conformal_quantile, load, min_calibration_rows,
+                                  recalibrate)
 from bayesinf.errors import InputError, ModelFileError
 
 K = 3.0  # binomial standard errors allowed
@@ -110,3 +111,110 @@ def test_cqr_refuses_levels_it_was_not_calibrated_for(misspecified, splits):
     cal = recalibrate(misspecified, Xc[:50], y=yc[:50], score="cqr", levels=0.9)
     with pytest.raises(InputError, match="cqr"):
         cal.predict(Xc[:5], levels=0.8)
+
+
+# ----------------------------------------------------------------------------- levels and row counts
+def test_interval_at_a_level_not_recalibrated_says_so(misspecified, splits):
+    Xc, yc = splits["cal"]
+    cal = recalibrate(misspecified, Xc[:200], y=yc[:200])
+    pred = cal.predict(Xc[:3])
+    with pytest.raises(InputError, match=r"0\.7 was not recalibrated.*0\.5, 0\.8, 0\.9, 0\.95") as info:
+        pred.interval(0.7)
+    assert info.value.field == "level" and "levels=(0.7,)" in str(info.value)
+    assert "draws" not in str(info.value)
+    # what the message advises works, and gives the conformal bounds at 0.7
+    lo, hi = cal.predict(Xc[:3], levels=(0.7,)).interval(0.7)
+    base = misspecified.predict(Xc[:3], levels=0.7)
+    np.testing.assert_allclose(hi - lo, 2 * cal.quantile(0.7) * base.sd, rtol=1e-5)
+    with pytest.raises(InputError) as info:
+        pred.draws
+    assert info.value.field == "draws" and "conformal" in str(info.value)
+    with pytest.raises(InputError) as info:
+        pred.interval(0.9, kind="hdi")
+    assert info.value.field == "kind"
+    cqr = recalibrate(misspecified, Xc[:200], y=yc[:200], score="cqr", levels=(0.5, 0.9))
+    with pytest.raises(InputError, match="recalibrate with levels") as info:
+        cqr.predict(Xc[:3], levels=0.9).interval(0.8)
+    assert info.value.field == "level"
+
+
+def test_min_calibration_rows_matches_the_conformal_quantile():
+    for level, n in [(0.5, 1), (0.8, 4), (0.9, 9), (0.95, 19), (0.99, 99), (0.7, 3)]:
+        assert min_calibration_rows(level) == n
+        assert np.isfinite(conformal_quantile(np.arange(float(n)), level))
+        if n > 1:
+            assert conformal_quantile(np.arange(float(n - 1)), level) == np.inf
+
+
+def test_too_few_calibration_rows_warn_naming_level_and_rows(misspecified, splits):
+    Xc, yc = splits["cal"]
+    with pytest.warns(CalibrationWarning, match=r"level 0\.9 needs at least 9, level 0\.95 needs at least 19") as got:
+        cal = recalibrate(misspecified, Xc[:5], y=yc[:5])
+    assert len(got) == 1 and "(5)" in str(got[0].message) and "0.8 needs" not in str(got[0].message)
+    assert cal.quantile(0.9) == np.inf and np.isfinite(cal.quantile(0.8))
+    with pytest.warns(CalibrationWarning, match=r"level 0\.9 needs at least 9"):
+        lo, hi = cal.predict(Xc[:4], levels=(0.8, 0.9)).interval(0.9)
+    assert np.all(np.isneginf(lo)) and np.all(np.isposinf(hi))
+    # negative control: exactly enough rows, no warning (warnings are errors in this test suite)
+    cal = recalibrate(misspecified, Xc[:19], y=yc[:19], levels=0.95)
+    assert np.isfinite(cal.quantile(0.95))
+    assert np.all(np.isfinite(cal.predict(Xc[:4]).interval(0.95)[1]))
+
+
+# ----------------------------------------------------------------------------- formula models
+@pytest.fixture(scope="module")
+def radon():
+    """A small varying-intercept fit on a random 600 of the 919 radon rows; 150 calibration rows
+    and the rest for testing."""
+    import bayesinf as bi
+
+    frame = bi.datasets.load_radon().frame
+    order = np.random.default_rng(0).permutation(len(frame))
+    post = bi.Model.from_formula("log_radon ~ floor + log_uppm + (1 | county)", data=frame.iloc[order[:600]]).fit(
+        chains=2, draws=200, warmup=200, seed=0, progress=False, warn=False)
+    return post, frame.iloc[order[600:750]], frame.iloc[order[750:]]
+
+
+@pytest.mark.parametrize("score", ["normalized", "cqr"])
+def test_formula_recalibration_takes_data_frames(radon, score):
+    post, cal_rows, test = radon
+    cal = post.recalibrate(cal_rows, score=score, levels=(0.5, 0.9), seed=2)
+    assert cal.site == "log_radon" and cal.num_calibration == len(cal_rows)
+    # the response column is the default outcome; columns are read by name, in any order
+    same = dict(score=score, levels=(0.5, 0.9), seed=2)
+    for other in (post.recalibrate(cal_rows, y=cal_rows["log_radon"].to_numpy(), **same),
+                  post.recalibrate(cal_rows[["county", "log_uppm", "floor"]], y=cal_rows["log_radon"], **same),
+                  recalibrate(post, cal_rows[list(reversed(cal_rows.columns))], y="log_radon", **same)):
+        np.testing.assert_array_equal(other.scores, cal.scores)
+    # the scores are those of Posterior.predict's draws of the same rows with the same seed
+    draws = post.predict(cal_rows, seed=2, return_draws=True)["log_radon"].row_draws.astype(np.float64)
+    y = cal_rows["log_radon"].to_numpy().astype(np.float32).astype(np.float64)
+    if score == "normalized":
+        expected = np.abs(y - np.quantile(draws, 0.5, axis=1)) / draws.std(axis=1, ddof=1)
+        np.testing.assert_allclose(cal.scores, np.sort(expected), rtol=1e-6)
+    # Recalibrated.predict takes the same frames (new_groups too) and serves the conformal bounds
+    pred = cal.predict(test, levels=0.9, seed=5, new_groups="population")
+    base = post.predict(test, levels=0.9, seed=5, new_groups="population")
+    lo, hi = pred.interval(0.9)
+    q = cal.quantile(0.9)
+    if score == "normalized":
+        np.testing.assert_allclose(lo, base.median - q * base.sd, rtol=1e-6)
+        np.testing.assert_allclose(hi, base.median + q * base.sd, rtol=1e-6)
+    else:
+        np.testing.assert_allclose(lo, base.interval(0.9)[0] - q, rtol=1e-6)
+        np.testing.assert_allclose(hi, base.interval(0.9)[1] + q, rtol=1e-6)
+    reordered = cal.predict(test[["floor", "county", "log_uppm"]], levels=0.9, seed=5, new_groups="population")
+    np.testing.assert_array_equal(reordered.interval(0.9)[0], lo)
+    with pytest.raises(InputError) as info:
+        cal.predict(test.drop(columns="log_uppm"), levels=0.9)
+    assert info.value.field == "log_uppm"
+
+
+def test_formula_recalibration_saved_and_loaded_predicts_frames(radon, tmp_path):
+    post, cal_rows, test = radon
+    cal = post.recalibrate(cal_rows, levels=0.9)
+    cal.save(tmp_path / "rc")
+    again = load(tmp_path / "rc")
+    a, b = cal.predict(test, levels=0.9, seed=1), again.predict(test, levels=0.9, seed=1)
+    np.testing.assert_array_equal(a.interval(0.9)[0], b.interval(0.9)[0])
+    np.testing.assert_array_equal(a.interval(0.9)[1], b.interval(0.9)[1])

@@ -1,5 +1,6 @@
-"""Held-out data for calibration and recalibration: outcomes matched to an observed site, and the
-posterior predictive draws of the new rows, chunk by chunk."""
+"""Held-out data for calibration and recalibration: outcomes matched to an observed site, the
+rows' inputs turned into model arguments as ``Posterior.predict`` turns them, and the posterior
+predictive draws of the new rows, chunk by chunk."""
 
 from __future__ import annotations
 
@@ -11,7 +12,65 @@ from ..data import as_array, check_seed, prepare_predict_inputs
 from ..errors import InputError
 from ..runtime import precision
 
-__all__ = ["split_outcomes", "predictive_chunks"]
+__all__ = ["heldout_data", "split_outcomes", "predictive_chunks"]
+
+
+def heldout_data(post, args: tuple, kwargs: Mapping, y, site: str | None,
+                 owner: str) -> tuple[str, np.ndarray, tuple, dict]:
+    """Outcomes and model arguments of held-out rows given as ``Posterior.predict`` takes them.
+
+    Models built by bayesinf (formula models) take a DataFrame, turned into model arguments by
+    the model's ``__bayesinf_arguments__`` hook exactly as at predict (``new_groups=`` included).
+    Their outcomes default to the frame's column named like the observed site (the response
+    column), and ``y`` may name a column of the frame.
+
+    Returns
+    -------
+    site : str
+    outcomes : np.ndarray
+        ``(rows,)``, in the dtype the model was fit with.
+    args, kwargs
+        The model's row arguments, for ``predictive_chunks``.
+    """
+    to_arguments = getattr(post.model, "__bayesinf_arguments__", None)
+    frame = _frame_of(args, kwargs) if to_arguments is not None else None
+    if frame is not None:
+        y = _outcomes_in_frame(post, frame, y, kwargs, owner)
+    elif isinstance(y, str):
+        raise InputError("y", f"is a column name ({y!r}), but the inputs are not the DataFrame of a formula model",
+                         "the held-out outcomes as an array, e.g. y=y_test")
+    site, outcomes, kwargs = split_outcomes(post, y, kwargs, site, owner)
+    if to_arguments is not None:
+        args, kwargs = to_arguments(*args, **kwargs)
+    return site, outcomes, tuple(args), dict(kwargs)
+
+
+def _frame_of(args: tuple, kwargs: Mapping):
+    """The DataFrame of a ``predict(frame)`` or ``predict(data=frame)`` call, else None."""
+    import pandas as pd
+
+    if len(args) == 1 and isinstance(args[0], pd.DataFrame):
+        return args[0]
+    if not args and isinstance(kwargs.get("data"), pd.DataFrame):
+        return kwargs["data"]
+    return None
+
+
+def _outcomes_in_frame(post, frame, y, kwargs: Mapping, owner: str):
+    """``y`` with a column name resolved, or by default the frame's columns named like observed sites."""
+    observed_args = dict(post.sites.observed_args)
+    if isinstance(y, str):
+        if y not in frame.columns:
+            raise InputError("y", f"names column {y!r}, which the data does not have",
+                             f"one of {[str(c) for c in frame.columns]}")
+        return as_array(y, frame[y])[0]
+    if y is not None or any(a in kwargs for a in observed_args.values()):
+        return y
+    found = {s: as_array(s, frame[s])[0] for s in observed_args if s in frame.columns}
+    if not found:
+        raise InputError("y", f"of {owner} is missing", f"the held-out outcomes: y=... or a column named "
+                         f"{' or '.join(repr(s) for s in observed_args)} in the data")
+    return found
 
 
 def split_outcomes(post, y, kwargs: Mapping, site: str | None, owner: str) -> tuple[str, np.ndarray, dict]:
@@ -102,13 +161,19 @@ def predictive_chunks(post, args: tuple, kwargs: Mapping, site: str, outcomes: n
 
 
 def _log_lik_fn(post, site: str):
-    """``arrays -> (rows, draws)`` log likelihood of ``site`` under every posterior draw."""
+    """``arrays -> (rows, draws)`` log likelihood of ``site`` under every posterior draw.
+
+    Only ``site`` is conditioned on outcomes; the model's other observed sites are sampled (their
+    arguments are None), so the model runs under a fixed seed. Their draws do not enter the
+    result unless ``site``'s distribution depends on another observed site's value.
+    """
     import jax
+    from numpyro import handlers
     from numpyro.infer.util import log_likelihood
 
     from ..inference.binding import BoundModel
 
-    model = BoundModel(post.model, post.schema.static)
+    model = handlers.seed(BoundModel(post.model, post.schema.static), rng_seed=0)
     flat = post.flat_draws(post.sites.latent)
     compiled = jax.jit(lambda d, a: log_likelihood(model, d, **a)[site])
 

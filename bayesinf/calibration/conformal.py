@@ -35,15 +35,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, ModelFileError
-from ..intervals import check_levels, eti_probs, quantiles
-from ._heldout import predictive_chunks, split_outcomes
+from ..errors import CalibrationWarning, InputError, ModelFileError
+from ..intervals import check_kind, check_levels, eti_probs, quantiles
+from ..prediction import Prediction, SitePrediction
+from ._heldout import heldout_data, predictive_chunks
 
-__all__ = ["Recalibrated", "recalibrate", "conformal_quantile", "load", "METHODS", "SCORES"]
+__all__ = ["Recalibrated", "RecalibratedPrediction", "recalibrate", "conformal_quantile",
+           "min_calibration_rows", "load", "METHODS", "SCORES"]
 
 METHODS = ("conformal",)
 SCORES = ("normalized", "absolute", "cqr")
@@ -77,6 +81,28 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     n = scores.size
     k = int(np.ceil((n + 1) * level - 1e-9))
     return float(scores[k - 1]) if k <= n else float("inf")
+
+
+def min_calibration_rows(level: float) -> int:
+    """Fewest calibration rows whose conformal quantile at ``level`` is finite: the smallest ``n``
+    with ``ceil((n + 1) level) <= n``, i.e. ``n >= level / (1 - level)`` (9 for 0.9, 19 for 0.95)."""
+    n = max(1, math.ceil(level / (1.0 - level) - 1e-9))
+    while math.ceil((n + 1) * level - 1e-9) > n:  # guard the float rounding of the closed form
+        n += 1
+    while n > 1 and math.ceil(n * level - 1e-9) <= n - 1:
+        n -= 1
+    return n
+
+
+def _warn_unbounded(levels, num_rows: int, owner: str) -> None:
+    short = [v for v in levels if num_rows < min_calibration_rows(v)]
+    if short:
+        needs = ", ".join(f"level {v:g} needs at least {min_calibration_rows(v)}" for v in short)
+        warnings.warn(CalibrationWarning(
+            f"{owner}: too few calibration rows ({num_rows}) for a finite conformal interval: {needs}; "
+            f"the interval at {'these levels' if len(short) > 1 else 'this level'} is unbounded (-inf, inf). "
+            "Recalibrate on more rows or ask for lower levels."),
+            skip_file_prefixes=(str(Path(__file__).parents[1]),))  # point at the caller's line
 
 
 def _scores(score: str, y: np.ndarray, median, sd, lower, upper) -> np.ndarray:
@@ -144,7 +170,8 @@ class Recalibrated:
         Parameters
         ----------
         *args, **kwargs
-            New values of the model's row arguments, as for ``Posterior.predict``.
+            New rows exactly as ``Posterior.predict`` takes them: the model's row arguments, or
+            for a formula model a DataFrame (and ``new_groups=``).
         levels : float or sequence of float, optional
             Interval levels (default: the recalibrated ones).
         seed : int
@@ -152,10 +179,16 @@ class Recalibrated:
 
         Returns
         -------
-        Prediction
-            ``lower``/``upper`` of ``site`` are the conformal bounds, ``(levels, rows)``; other
-            observed sites are the model's. Raw draws are not kept: the conformal bounds are not
-            quantiles of them.
+        RecalibratedPrediction
+            A ``Prediction`` whose ``lower``/``upper`` of ``site`` are the conformal bounds,
+            ``(levels, rows)``; other observed sites are the model's. Raw draws are not kept: the
+            conformal bounds are not quantiles of them, so ``interval`` serves only ``levels``.
+
+        Warns
+        -----
+        CalibrationWarning
+            A level needs more calibration rows than there are (``min_calibration_rows``): its
+            interval is ``(-inf, inf)``.
         """
         levels = check_levels(self.levels if levels is None else levels, "predict")
         if self.score == "cqr":
@@ -177,10 +210,14 @@ class Recalibrated:
             else:
                 lower.append(base.lower[i] - q)
                 upper.append(base.upper[i] + q)
-        site = dataclasses.replace(base, lower=np.stack(lower), upper=np.stack(upper), row_draws=None)
+        _warn_unbounded(levels, self.num_calibration, "Recalibrated.predict")
+        site = _ConformalSite(base.site, base.mean, base.median, base.sd, np.stack(lower), np.stack(upper),
+                              base.probs, None)
         sites = dict(pred.sites)
         sites[self.site] = site
-        return dataclasses.replace(pred, sites=sites)
+        return RecalibratedPrediction(sites, pred.levels, pred.kind, pred.seed, pred.num_rows, index=pred.index,
+                                      recalibrated_site=self.site, score=self.score,
+                                      recalibrated_levels=self.levels)
 
     def __repr__(self):
         qs = ", ".join(f"{v:g}: {self.quantile(v):.4g}" for v in (self.levels or (0.9,)))
@@ -208,6 +245,61 @@ class Recalibrated:
             }
             (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
         return path
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConformalSite(SitePrediction):
+    """The recalibrated site of a ``RecalibratedPrediction``: conformal bounds, no draws."""
+
+    @property
+    def draws(self) -> np.ndarray:
+        raise InputError("draws", f"of site '{self.site}' are not part of a recalibrated prediction: its "
+                         "intervals are conformal bounds, not quantiles of draws",
+                         hint="Use Recalibrated.posterior.predict(..., return_draws=True) for the model's draws.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecalibratedPrediction(Prediction):
+    """The ``Prediction`` of ``Recalibrated.predict``: intervals of ``recalibrated_site`` exist at
+    the levels it was asked for only (conformal bounds cannot be recomputed from draws).
+
+    Attributes
+    ----------
+    recalibrated_site : str
+        The observed site whose bounds are conformal.
+    score : str
+        Conformity score of the recalibration.
+    recalibrated_levels : tuple of float
+        Levels given to ``recalibrate``.
+    """
+
+    recalibrated_site: str = ""
+    score: str = "normalized"
+    recalibrated_levels: tuple[float, ...] = ()
+
+    def interval(self, level: float, kind: str | None = None, site: str | None = None):
+        """``(lower, upper)`` of the ``level`` interval, each ``(rows,)``: the conformal bounds for
+        ``recalibrated_site`` (at the levels of this prediction only), the model's for other sites."""
+        target = self[site].site if site else next(iter(self.sites))
+        if target != self.recalibrated_site:
+            return super().interval(level, kind, site)
+        level = check_levels(level, "interval")[0]
+        if kind is not None and check_kind(kind, "interval") != self.kind:
+            raise InputError("kind", f"{kind!r} does not apply to the conformal intervals of site '{target}'",
+                             f"kind=None or {self.kind!r}")
+        for i, v in enumerate(self.levels):
+            if abs(v - level) < 1e-12:
+                return self.sites[target].lower[i], self.sites[target].upper[i]
+        computed = ", ".join(f"{v:g}" for v in self.levels)
+        if self.score == "cqr":
+            hint = (f"score='cqr' keeps scores per level: recalibrate with levels=(..., {level:g}), then pass "
+                    f"levels=({level:g},) to Recalibrated.predict.")
+            if any(abs(v - level) < 1e-12 for v in self.recalibrated_levels):
+                hint = f"Pass levels=({level:g},) to Recalibrated.predict."
+        else:
+            hint = f"Pass levels=({level:g},) to Recalibrated.predict."
+        raise InputError("level", f"{level:g} was not recalibrated in this prediction (its levels: {computed})",
+                         hint=hint)
 
 
 def load(path, model=None) -> Recalibrated:
@@ -251,11 +343,13 @@ def recalibrate(post, *args, y=None, method: str = "conformal", score: str = "no
     ----------
     post : Posterior
     *args, **kwargs
-        The calibration rows' inputs (the model's row arguments), as for ``Posterior.predict``.
-    y : array or dict of str -> array
+        The calibration rows' inputs, exactly as ``Posterior.predict`` takes them: the model's
+        row arguments, or for a formula model a DataFrame (and ``new_groups=``).
+    y : array, dict of str -> array, or str, optional
         Calibration outcomes, ``(rows,)``: an array for a one-site model or a dict site -> array.
-        The model's own observed argument name works too (``kidscore=...``). These rows must not
-        have been used to fit ``post``, or the guarantee is lost.
+        The model's own observed argument name works too (``kidscore=...``). For a formula
+        model, the name of a column of the DataFrame, by default its response column. These
+        rows must not have been used to fit ``post``, or the guarantee is lost.
     method : {"conformal"}
         Split conformal prediction.
     score : {"normalized", "absolute", "cqr"}
@@ -270,13 +364,20 @@ def recalibrate(post, *args, y=None, method: str = "conformal", score: str = "no
     Returns
     -------
     Recalibrated
+
+    Warns
+    -----
+    CalibrationWarning
+        Fewer calibration rows than a level needs for a finite interval
+        (``min_calibration_rows(level)``: 9 for 0.9, 19 for 0.95): that level's interval is
+        ``(-inf, inf)``, the only one with the coverage guarantee.
     """
     if method not in METHODS:
         raise InputError("method", f"of recalibrate must be one of {METHODS}; got {method!r}")
     if score not in SCORES:
         raise InputError("score", f"of recalibrate must be one of {SCORES}; got {score!r}")
     levels = check_levels(levels, "recalibrate")
-    site, outcomes, kwargs = split_outcomes(post, y, kwargs, site, "recalibrate")
+    site, outcomes, args, kwargs = heldout_data(post, args, kwargs, y, site, "recalibrate")
     probs = eti_probs(levels)
     index = {p: i for i, p in enumerate(probs)}
     median, sd, lower, upper = [], [], [], []
@@ -293,6 +394,7 @@ def recalibrate(post, *args, y=None, method: str = "conformal", score: str = "no
     sd_floor = _SD_FLOOR * max(float(np.median(sd)), np.finfo(np.float64).tiny)
     sd = np.maximum(sd, sd_floor)
     scores = _scores(score, yf, median, sd, lower, upper)
+    _warn_unbounded(levels, yf.size, "recalibrate")
     return Recalibrated(post, site, score, levels, np.sort(scores, axis=-1),
                         sd_floor, seed)
 
