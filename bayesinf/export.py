@@ -24,6 +24,9 @@ Compatibility: StableHLO written by jax ``v`` loads in jax releases that still s
 calling convention (``jax.export.minimum_supported_calling_convention_version``; jax keeps
 about six months of backward compatibility), and needs no model code, NumPyro or GPU-specific
 packages beyond a jaxlib for the target platform.
+
+Formula models are not exported: their ``predict`` builds the design from a DataFrame by
+evaluating the formula's terms, which a loaded predictor must not do (see ``_check_exportable``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .errors import InputError, ModelFileError
-from .predictive import Predictor
+from .predictive import ROW_BLOCK, Predictor
 
 __all__ = ["export", "load_predictor", "PortablePredictor", "ExportedPredictor", "FORMAT", "FORMAT_VERSION"]
 
@@ -51,21 +54,37 @@ DRAWS = "draws.npz"
 #: NVIDIA GPUs. Models using an operation without a CUDA lowering here fall back to the
 #: platform of this machine (recorded in the manifest).
 DEFAULT_PLATFORMS = ("cpu", "cuda")
+#: Platform names ``jax.export`` lowers for.
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 ROWS = "rows"
 
 
 # ----------------------------------------------------------------------------- writing
+#: Row counts of the two probe calls whose argument shapes define the symbolic row dimension: the
+#: smallest bucket and the next one. They depend only on ``ROW_BLOCK``, never on the fit's rows.
+PROBE_ROWS = (ROW_BLOCK, 2 * ROW_BLOCK)
+
+
+def _probe_arrays(predictor: Predictor, arrays: Mapping[str, np.ndarray], num_rows: int) -> dict[str, np.ndarray]:
+    """``arrays`` with every row argument replaced by its first row repeated ``num_rows`` times
+    (only the shapes and dtypes of the probe calls matter, and the fit may have fewer rows)."""
+    return {k: (np.repeat(np.asarray(v)[:1], num_rows, axis=0) if k in predictor.row_args else v)
+            for k, v in arrays.items()}
+
+
 def _probe_calls(predictor: Predictor, arrays: Mapping[str, np.ndarray], num_rows: int) -> list:
     """The arguments ``Predictor.chunks`` passes to the compiled function for ``num_rows`` rows.
 
     Runs ``chunks`` on a shallow copy whose function only records its arguments (and returns
     zeros of the right shapes, traced without compiling), so the export follows whatever the
-    Predictor passes: draws, keys, row arrays.
+    Predictor passes: draws, keys, row arrays. The copy may take up to ``num_rows`` rows per call
+    whatever the memory budget: nothing is computed.
     """
     import jax
 
     calls = []
     probe = copy.copy(predictor)
+    probe.max_rows = max(predictor.max_rows, num_rows)
     compiled = predictor.compiled
 
     def record(*args, **kwargs):
@@ -74,16 +93,16 @@ def _probe_calls(predictor: Predictor, arrays: Mapping[str, np.ndarray], num_row
         return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
     probe._fn = record
-    for _ in probe.chunks(arrays, num_rows, 0):
+    for _ in probe.chunks(_probe_arrays(predictor, arrays, num_rows), num_rows, 0):
         pass
     return calls
 
 
 def _symbolic_specs(small, large):
     """Shape specs from the arguments of two calls that differ only in their row count: axes
-    whose length differs get a symbolic dimension, ``k*row_blocks`` with ``k`` the greatest
-    common divisor of the two lengths (the Predictor pads rows to whole blocks of ``k``), or
-    ``rows`` when ``k`` is 1."""
+    whose length differs get the symbolic dimension ``k*row_blocks``, ``k`` the greatest common
+    divisor of the lengths (``ROW_BLOCK`` for the probe calls of ``PROBE_ROWS``: the Predictor pads
+    rows to whole blocks), so jax.export knows the row count is at least one block."""
     import math
 
     import jax
@@ -120,7 +139,8 @@ def export(posterior, path, max_rows: int | None = None, platforms: tuple[str, .
         Directory to write (atomically; an exported predictor there is replaced).
     max_rows : int, optional
         Most rows per call of the compiled function (larger requests run in chunks); rounded
-        down to a power of two. Default: as ``Posterior.predict``, from the memory budget.
+        down to a power of two, at least ``ROW_BLOCK`` (16). Default: as ``Posterior.predict``,
+        from the memory budget.
     platforms : tuple of str, optional
         ``jax.export`` platforms to lower for. Default ``("cpu", "cuda")``, or this machine's
         platform alone when the model cannot be lowered for both.
@@ -137,7 +157,10 @@ def export(posterior, path, max_rows: int | None = None, platforms: tuple[str, .
     Raises
     ------
     InputError
-        Bad ``max_rows`` or ``platforms``, or a model whose static arguments are not JSON.
+        Bad ``max_rows`` or ``platforms``; a model whose static arguments are not JSON; a formula
+        model (its ``predict`` builds the design from a DataFrame, which an exported predictor
+        cannot do without evaluating formula text; field ``"posterior"``); or a predictive
+        function ``jax.export`` cannot lower (field ``"posterior"``, quoting JAX's reason).
     """
     import jax
     from jax import export as jax_export
@@ -150,30 +173,31 @@ def export(posterior, path, max_rows: int | None = None, platforms: tuple[str, .
                                  or max_rows < 1):
         raise InputError("max_rows", f"of export must be a positive int or None; got {max_rows!r}")
     if platforms is not None:
-        if isinstance(platforms, str) or not all(isinstance(p, str) for p in platforms) or not platforms:
+        if (isinstance(platforms, str) or not isinstance(platforms, (tuple, list)) or not platforms
+                or not all(isinstance(p, str) and p in PLATFORMS for p in platforms)):
             raise InputError("platforms", f"of export must be a tuple of platform names; got {platforms!r}",
-                             "e.g. ('cpu', 'cuda')")
+                             f"some of {list(PLATFORMS)}, e.g. ('cpu', 'cuda')")
+    _check_exportable(posterior)
     _check_static_json(posterior.schema.static)
     predictor = posterior.predict_fn(memory_budget)
     state = _predictor_state(predictor)
     if max_rows is not None:
-        state["max_rows"] = 1 << (int(max_rows).bit_length() - 1)
+        state["max_rows"] = max(ROW_BLOCK, 1 << (int(max_rows).bit_length() - 1))
     fit_arrays = {k: v for k, v in posterior.data.items() if k not in posterior.schema.names("observed")}
     with precision(posterior.dtype):
-        one_chunk = predictor.chunk_rows(1)  # the smallest bucket; twice it is the next one
-        if 2 * one_chunk > predictor.max_rows:
-            raise InputError("memory_budget", f"allows {predictor.max_rows} rows per call, one bucket of {one_chunk} "
-                             "rows, so no row dimension can be exported", hint="Raise memory_budget.")
-        small, large = (_probe_calls(predictor, fit_arrays, n) for n in (1, 2 * one_chunk))
+        small, large = (_probe_calls(predictor, fit_arrays, n) for n in PROBE_ROWS)
         specs = _symbolic_specs(small[0], large[0])
         targets = tuple(platforms) if platforms is not None else DEFAULT_PLATFORMS
         try:
             exported = jax_export.export(predictor.compiled, platforms=targets)(*specs[0], **specs[1])
-        except Exception:
+        except Exception as exc:
             if platforms is not None:
-                raise
+                raise _not_exportable(exc, targets) from exc
             targets = (jax.default_backend(),)
-            exported = jax_export.export(predictor.compiled, platforms=targets)(*specs[0], **specs[1])
+            try:
+                exported = jax_export.export(predictor.compiled, platforms=targets)(*specs[0], **specs[1])
+            except Exception as exc_here:
+                raise _not_exportable(exc_here, targets) from exc_here
         blob = exported.serialize()
 
     stored, encodings = {}, {}
@@ -228,6 +252,37 @@ def export(posterior, path, max_rows: int | None = None, platforms: tuple[str, .
             f.flush()
             os.fsync(f.fileno())
     return path
+
+
+def _check_exportable(posterior) -> None:
+    """Refuse models whose ``predict`` turns user data into the model's arguments (formula models).
+
+    Their ``predict`` takes a DataFrame and builds design matrices and group codes by evaluating
+    the formula's terms; the exported function takes those arrays, and rebuilding them where the
+    predictor is loaded would mean evaluating formula text read from the export. Rather than
+    export a predictor that needs internal arrays, ``export`` refuses.
+    """
+    if callable(getattr(posterior.model, "__bayesinf_arguments__", None)):
+        raise InputError(
+            "posterior", f"has a {type(posterior.model).__name__}, whose predict takes a DataFrame and builds "
+            "the design from the formula; an exported predictor takes the model's arrays only, so formula "
+            "models cannot be exported",
+            hint="Save it with Posterior.save (or a ModelStore) and predict with bayesinf.load or "
+                 "`bayesinf serve`, which take DataFrames.")
+
+
+def _not_exportable(exc: Exception, platforms: tuple[str, ...]) -> InputError:
+    """The error for a predictive function that ``jax.export`` cannot export (JAX's reason quoted)."""
+    import jax
+
+    text = str(exc).strip()
+    reason = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    hint = ("An exported model may use only JAX operations (no host callbacks such as jax.pure_callback) and "
+            "must treat rows independently; Posterior.save and bayesinf.load have neither restriction.")
+    if tuple(platforms) != (jax.default_backend(),):
+        hint += f" Or export for this machine's platform only: platforms=({jax.default_backend()!r},)."
+    return InputError("posterior", f"cannot be exported: jax.export failed on its predictive function with a "
+                      f"symbolic row count for the platforms {list(platforms)} ({reason})", hint=hint)
 
 
 def _predictor_state(predictor: Predictor) -> dict:
@@ -337,6 +392,7 @@ class PortablePredictor:
             if spec.role == "rows":
                 if spec.name not in given:
                     raise InputError(spec.name, "is missing", f"new rows for the input '{spec.name}'")
+                _check_frame_columns(spec.name, given[spec.name])
                 value = _conform(spec, given[spec.name])
                 if num_rows is None:
                     num_rows, first = value.shape[0], spec.name
@@ -344,6 +400,7 @@ class PortablePredictor:
                     raise InputError(spec.name, f"has {value.shape[0]} rows but '{first}' has {num_rows}",
                                      "the same number of rows in every row input")
             elif spec.name in given:
+                _check_frame_columns(spec.name, given[spec.name])
                 value, _ = as_array(spec.name, given[spec.name])
                 if value.shape != spec.shape:
                     raise InputError(spec.name, f"has shape {value.shape}", f"shape {spec.shape}, as at fit")
@@ -352,7 +409,8 @@ class PortablePredictor:
                 value = self._fit_arrays[spec.name]
             arrays[spec.name] = value
         if num_rows is None:
-            raise InputError("predict", "got no row inputs", f"values for {[s.name for s in self._specs if s.role == 'rows']}")
+            row_inputs = [s.name for s in self._specs if s.role == "rows"]
+            raise InputError("predict", "got no row inputs", f"values for {row_inputs}")
         return num_rows, arrays
 
     def predict(self, *args, levels=(0.5, 0.9), kind: str = "eti", seed: int = 0, return_draws: bool | None = None,
@@ -403,6 +461,19 @@ class PortablePredictor:
             chunks = self._draw_fn.chunks(arrays, num_rows, seed, row_offset=int(row_offset))
             return assemble(chunks, num_rows, info, levels, kind, seed, bool(return_draws),
                             executor=summary_executor() if num_rows > BLOCK_ROWS else None)
+
+
+def _check_frame_columns(name: str, value) -> None:
+    """A DataFrame input's columns must be numeric; the advice fits an exported predictor, whose
+    inputs are the model's arrays (categories as the integer codes the model was fitted with)."""
+    from .data import _is_numeric_dtype
+
+    if hasattr(value, "columns") and hasattr(value, "dtypes"):
+        for column, dtype in zip(value.columns, value.dtypes):
+            if not _is_numeric_dtype(dtype):
+                raise InputError(f"{name}['{column}']", f"has non-numeric dtype {dtype}", "numbers or booleans",
+                                 "An exported predictor takes the model's arguments as numeric arrays; give "
+                                 "categories as the integer codes the model was fitted with.")
 
 
 def load_predictor(path) -> PortablePredictor:

@@ -177,3 +177,142 @@ def test_export_options(tiny_grouped, tmp_path):
     bound = 2.0**-8 * (np.abs(b) @ np.abs(X).T + np.abs(a[:, g])) + 1e-5  # (draws, rows); 1e-5: float32 sums
     assert np.all(np.abs(got.draws - expected.draws) <= bound)
     assert not np.array_equal(got.draws, expected.draws)  # the rounding is there
+
+
+# ----------------------------------------------------------------------------- small fits
+def schools(school, sigma, y=None, num_schools=8):
+    """Eight schools, non-centred: y_j ~ Normal(mu + tau eta_school, sigma_j), one row per school."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
+    eta = numpyro.sample("eta", dist.Normal(0.0, 1.0).expand([num_schools]).to_event(1))
+    numpyro.sample("y", dist.Normal(mu + tau * eta[school], sigma), obs=y)
+
+
+#: Short NUTS runs (one chain compiles and runs faster than SVI here); only the draws' shapes and
+#: values matter to the export, not their quality.
+SMALL_NUTS = dict(method="nuts", chains=1, draws=100, warmup=100, warn=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def small_fits():
+    """Posteriors fitted on few rows (fewer than two row blocks): 10 rows of the grouped model and
+    the 8 schools. Their exports must not depend on the fit's row count."""
+    import bayesinf as bi
+    import models
+    from bayesinf.datasets import load_eight_schools
+
+    X, g = _rows(10, seed=11)
+    g[:3] = [0, 1, 2]
+    y = X @ np.array([0.8, -0.6]) + np.array([-1.0, 0.0, 1.0])[g] + np.random.default_rng(12).normal(size=10)
+    grouped = bi.fit(models.grouped, X, g, y, seed=0, **SMALL_NUTS)
+    frame = load_eight_schools().frame
+    eight = bi.fit(schools, frame["school"].to_numpy(), frame["sigma"].to_numpy(), frame["y"].to_numpy(),
+                   seed=0, **SMALL_NUTS)
+    return {"grouped10": grouped, "schools8": eight}
+
+
+def _new_inputs(name, num_rows):
+    rng = np.random.default_rng(num_rows)
+    if name == "grouped10":
+        X, g = _rows(num_rows, seed=num_rows)
+        return {"X": X, "g": g}
+    return {"school": rng.integers(0, 8, size=num_rows), "sigma": rng.uniform(5.0, 20.0, size=num_rows)}
+
+
+@pytest.mark.parametrize("name", ["grouped10", "schools8"])
+def test_small_fit_exports_and_predicts_the_same(small_fits, tmp_path, name):
+    post = small_fits[name]
+    assert post.schema.num_rows < 2 * 16  # fewer rows than the two probe buckets
+    path = post.export(tmp_path / name, platforms=("cpu",))
+    portable = load_predictor(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert ["16*row_blocks"] in [a["shape"][:1] for a in manifest["function_arguments"]]
+    for num_rows in (1, 8, 37):
+        inputs = _new_inputs(name, num_rows)
+        expected = post.predict(**inputs, seed=3)
+        _assert_same(expected, portable.predict(**inputs, seed=3))
+        _assert_same(post.predict(**inputs, seed=4, kind="hdi"), portable.predict(**inputs, seed=4, kind="hdi"))
+
+
+def test_export_with_one_bucket_per_call(small_fits, tmp_path):
+    """A memory budget of one row block per call (16 rows) still exports a symbolic row count and
+    runs larger requests in chunks of 16 rows, with the numbers of ``Posterior.predict``."""
+    post = small_fits["grouped10"]
+    portable = load_predictor(post.export(tmp_path / "one-block", platforms=("cpu",), memory_budget=1))
+    assert portable.max_rows == 16
+    inputs = _new_inputs("grouped10", 40)
+    _assert_same(post.predict(**inputs, seed=5, memory_budget=1), portable.predict(**inputs, seed=5))
+    _assert_same(post.predict(**inputs, seed=5), portable.predict(**inputs, seed=5))  # chunking is invisible
+
+
+def test_max_rows_below_one_block_is_one_block(small_fits, tmp_path):
+    portable = load_predictor(small_fits["grouped10"].export(tmp_path / "m", max_rows=5, platforms=("cpu",)))
+    assert portable.max_rows == 16
+
+
+def test_unknown_platform_rejected(tiny_grouped, tmp_path):
+    with pytest.raises(InputError) as info:
+        tiny_grouped.export(tmp_path / "p", platforms=("gpu",))
+    assert info.value.field == "platforms" and "cuda" in str(info.value)
+
+
+def test_string_column_error_fits_an_exported_predictor(exported):
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": ["u", "v"], "b": [1.0, 2.0]})
+    with pytest.raises(InputError) as info:
+        load_predictor(exported).predict(X=frame, g=np.array([0, 1]))
+    assert info.value.field == "X['a']"
+    assert "formula" not in str(info.value) and "integer codes" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- formula models
+def test_formula_model_export_refused(tmp_path):
+    """A formula model's predict builds its design from a DataFrame; an exported predictor cannot
+    (it would evaluate formula text from the file), so export refuses and writes nothing."""
+    import pandas as pd
+
+    from bayesinf.formula import Model
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=20), "g": rng.choice(["a", "b"], size=20)})
+    frame["y"] = frame["x"] + rng.normal(size=20)
+    # A few SVI steps suffice: only the kind of model matters here, not the quality of the fit.
+    post = Model.from_formula("y ~ x + (1 | g)", data=frame).fit(seed=0, **{**SMALL_NUTS, "draws": 5, "warmup": 5})
+    with pytest.raises(InputError) as info:
+        post.export(tmp_path / "formula.predictor")
+    assert info.value.field == "posterior"
+    assert "formula models cannot be exported" in str(info.value) and "Posterior.save" in str(info.value)
+    assert not (tmp_path / "formula.predictor").exists()
+
+
+def callback_model(X, y=None):
+    """Linear regression whose predictive mean passes through a host callback, which jax.export
+    cannot serialize (the fit, with ``y`` given, never calls it)."""
+    import jax
+    import numpyro
+    import numpyro.distributions as dist
+
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
+    mean = X @ b
+    if y is None:
+        mean = jax.pure_callback(np.asarray, jax.ShapeDtypeStruct(mean.shape, mean.dtype), mean,
+                                 vmap_method="sequential")
+    numpyro.sample("y", dist.Normal(mean, 1.0), obs=y)
+
+
+def test_unexportable_model_raises_a_bayesinf_error(tmp_path):
+    import bayesinf as bi
+
+    X, _ = _rows(10)
+    post = bi.fit(callback_model, X, X @ np.array([1.0, -1.0]), seed=0, **{**SMALL_NUTS, "draws": 10, "warmup": 10})
+    assert post.predict(X[:2]).mean.shape == (2,)  # it predicts in process
+    with pytest.raises(InputError) as info:
+        post.export(tmp_path / "callback.predictor")
+    assert info.value.field == "posterior"
+    assert "cannot be exported" in str(info.value) and "jax.pure_callback" in str(info.value)
+    assert str(info.value.__cause__).strip().splitlines()[0] in str(info.value)  # JAX's reason is quoted
+    assert not (tmp_path / "callback.predictor").exists()
