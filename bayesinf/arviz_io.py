@@ -9,7 +9,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["to_datatree", "summary", "bfmi", "hdi_array", "plot_trace", "plot_rank", "plot_ppc", "save_figure", "loo",
+__all__ = ["to_datatree", "summary", "bfmi", "plot_trace", "plot_rank", "plot_ppc", "save_figure", "loo",
            "compare", "loo_pit", "plot_forest", "plot_loo_pit", "plot_ecdf_pit", "figure_of"]
 
 
@@ -43,13 +43,6 @@ def bfmi(tree) -> np.ndarray:
     import arviz as az
 
     return np.asarray(az.bfmi(tree)["energy"])
-
-
-def hdi_array(draws: np.ndarray, level: float) -> np.ndarray:
-    """Highest-density interval over the last axis; returns ``(..., 2)`` (lower, upper)."""
-    from arviz_stats.base import array_stats
-
-    return np.asarray(array_stats.hdi(draws, level, axis=-1))
 
 
 def plot_trace(tree, var_names=None):

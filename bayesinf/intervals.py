@@ -19,19 +19,20 @@ __all__ = ["KINDS", "check_levels", "check_kind", "eti_probs", "quantiles", "sum
 KINDS = ("eti", "hdi")
 
 
-def check_levels(levels, owner: str = "predict") -> tuple[float, ...]:
-    """Validate interval levels: a float or a sequence of floats, each in (0, 1)."""
+def check_levels(levels, owner: str = "predict", field: str = "levels") -> tuple[float, ...]:
+    """Validate interval levels: a float or a sequence of floats, each in (0, 1). ``field`` names
+    the argument in errors."""
     if isinstance(levels, numbers.Real) and not isinstance(levels, (bool, np.bool_)):
         levels = (levels,)  # Python or NumPy scalar
     try:
         levels = tuple(float(v) for v in levels)
     except (TypeError, ValueError):
-        raise InputError("levels", f"of {owner} must be a float or a sequence of floats in (0, 1); got {levels!r}") from None
+        raise InputError(field, f"of {owner} must be a float or a sequence of floats in (0, 1); got {levels!r}") from None
     if not levels:
-        raise InputError("levels", f"of {owner} is empty", "at least one float in (0, 1)")
+        raise InputError(field, f"of {owner} is empty", "at least one float in (0, 1)")
     for v in levels:
         if not 0.0 < v < 1.0:
-            raise InputError("levels", f"of {owner} must be floats in (0, 1); got {v!r}")
+            raise InputError(field, f"of {owner} must be floats in (0, 1); got {v!r}")
     return tuple(sorted(set(levels)))
 
 
@@ -91,13 +92,35 @@ def summarize(draws: np.ndarray, levels: Sequence[float], kind: str) -> dict[str
         out["lower"] = np.stack([q[index[(1 - v) / 2]] for v in levels])
         out["upper"] = np.stack([q[index[(1 + v) / 2]] for v in levels])
     else:
-        from . import arviz_io
-
         out["median"] = quantiles(x, [0.5])[0]
-        bounds = [arviz_io.hdi_array(x, v) for v in levels]
-        out["lower"] = np.stack([b[..., 0] for b in bounds])
-        out["upper"] = np.stack([b[..., 1] for b in bounds])
+        out["lower"], out["upper"] = nested_hdi(x, levels)
     return out
+
+
+def nested_hdi(draws: np.ndarray, levels: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Highest-density intervals of ``draws`` over the last axis at ascending ``levels``, each
+    inside the next wider one: ``(lower, upper)``, each ``(len(levels), *draws.shape[:-1])``.
+
+    The widest is ArviZ's ``hdi`` (method "nearest"): the shortest window of ``floor(level * n)``
+    gaps between sorted draws. Each narrower window is the shortest such window among those
+    inside the wider one, so bands never cross; searched independently, Monte Carlo noise lets a
+    30% window poke out of the 60% one on a few percent of rows.
+    """
+    ordered = np.sort(draws, axis=-1)
+    n = ordered.shape[-1]
+    first = np.zeros(ordered.shape[:-1], dtype=np.int64)  # the wider window's draws, by index
+    last = np.full(ordered.shape[:-1], n - 1, dtype=np.int64)
+    lower, upper = [None] * len(levels), [None] * len(levels)
+    for i in reversed(range(len(levels))):
+        gaps = min(int(np.floor(levels[i] * n)), n - 1)
+        widths = np.subtract(ordered[..., gaps:], ordered[..., :n - gaps], dtype=np.float64)
+        start = np.arange(n - gaps)
+        inside = (start >= first[..., None]) & (start + gaps <= last[..., None])
+        first = np.argmin(np.where(inside, widths, np.inf), axis=-1)
+        last = first + gaps
+        lower[i] = np.take_along_axis(ordered, first[..., None], axis=-1)[..., 0]
+        upper[i] = np.take_along_axis(ordered, last[..., None], axis=-1)[..., 0]
+    return np.stack(lower), np.stack(upper)
 
 
 def interval(draws: np.ndarray, level: float, kind: str = "eti") -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import numpy as np
 from . import arviz_io
 from .data import InputSchema, check_seed, prepare_predict_inputs
 from .diagnostics import Diagnosis, diagnose_nuts, diagnose_svi
-from .errors import ConvergenceWarning
+from .errors import ConvergenceWarning, InputError
 from .intervals import check_kind, check_levels
 from .prediction import BLOCK_ROWS, Prediction, assemble
 from .runtime import precision
@@ -159,15 +159,24 @@ class Posterior:
 
         Computed by ArviZ (``az.summary``); the interval is ``level`` of ``kind`` ("eti" or "hdi").
         """
-        level = check_levels(level, "summary")[0]
+        level = check_levels(level, "summary", "level")[0]
         kind = check_kind(kind, "summary")
+        if isinstance(var_names, str):
+            var_names = [var_names]
+        if var_names is not None:
+            known = set(self.draws)
+            unknown = [v for v in var_names if v not in known]
+            if unknown:
+                raise InputError("var_names", f"of summary names {unknown}, which are not sites of the posterior",
+                                 f"some of {sorted(known)}")
         key = (level, kind)
         if key not in self._summary_cache:
             tree = arviz_io.to_datatree(self.draws, sample_stats=self.sample_stats)
             self._summary_cache[key] = arviz_io.summary(tree, level=level, kind=kind)
         table = self._summary_cache[key]
         if var_names is not None:
-            keep = [i for i in table.index if i.split("[")[0] in set(var_names)]
+            names = set(var_names)
+            keep = [i for i in table.index if i.split("[")[0] in names]
             table = table.loc[keep]
         return table.copy()
 
@@ -237,8 +246,6 @@ class Posterior:
         kind = check_kind(kind)
         seed = check_seed(seed, "predict")
         if isinstance(row_offset, bool) or not isinstance(row_offset, (int, np.integer)) or row_offset < 0:
-            from .errors import InputError
-
             raise InputError("row_offset", f"of predict must be a non-negative int; got {row_offset!r}")
         index = _pandas_index(*args, *kwargs.values())
         to_arguments = getattr(self.model, "__bayesinf_arguments__", None)
@@ -249,8 +256,6 @@ class Posterior:
             index = None
         predictor = self.predict_fn(memory_budget)
         if static != predictor.model.static:
-            from .errors import InputError
-
             changed = [k for k in static if static[k] != predictor.model.static.get(k)]
             raise InputError(changed[0], "differs from the value the model was fit with",
                              f"{predictor.model.static.get(changed[0])!r}")

@@ -92,7 +92,7 @@ class Prediction:
         Levels computed at predict time are returned directly; others are computed from the kept
         draws.
         """
-        level = check_levels(level, "interval")[0]
+        level = check_levels(level, "interval", "level")[0]
         kind = check_kind(kind or self.kind, "interval")
         target = self[site] if site else self.primary
         if kind == self.kind:

@@ -265,16 +265,20 @@ def test_predict_bad_seed(tiny_linreg, small_data, seed):
 
 def test_interval_and_summary_validate_levels(tiny_linreg, small_data):
     pred = tiny_linreg.predict(small_data["X"][:3])
-    with input_error("levels", "1.5"):
+    with input_error("level", "1.5"):  # errors name the argument: interval(level), summary(level)
         pred.interval(1.5)
     with input_error("kind", "'x'"):
         pred.interval(0.5, kind="x")
     with input_error("site", "'nope'"):
         pred["nope"]
-    with input_error("levels", "1.5"):
+    with input_error("level", "1.5"):
         tiny_linreg.summary(level=1.5)
     with input_error("kind"):
         tiny_linreg.summary(kind="x")
+    with input_error("var_names", "['nope']"):
+        tiny_linreg.summary(var_names=["b", "nope"])
+    assert tiny_linreg.summary(var_names="b").equals(tiny_linreg.summary(var_names=["b"]))  # one name as a str
+    assert len(tiny_linreg.summary(var_names="b")) == small_data["X"].shape[1]
 
 
 def test_predict_accepts_lists_pandas_jax_and_single_rows(tiny_linreg, tiny_grouped, small_data):
