@@ -14,6 +14,7 @@ import pytest
 
 import bayesinf as bi
 from bayesinf.formula import FAMILIES, Model, Prior
+from bayesinf.persistence import sha256_file
 
 TINY_SVI = dict(method="svi", num_steps=300, check_every=100, draws=200, warn=False, progress=False)
 
@@ -205,3 +206,123 @@ def test_predict_accepts_raw_arrays_too(fitted, frame):
     arrays = m.model.arguments(frame.iloc[:4])
     pred = post.predict(**arrays, seed=0)
     assert pred.mean.shape == (4,)
+
+
+# ----------------------------------------------------------------------------- no code from model files
+@pytest.mark.parametrize("term", [
+    "C(c)", "C(c, contr.treatment('mid'))", "C(c, contr.sum)", "C(c, Treatment(reference='hi'))",
+    "C(c, levels=['mid', 'lo', 'hi'])", "x:C(c)", "x * C(c)", "scale(x)", "center(x)", "standardize(x)",
+    "np.log(n + 1)", "log(n + 1)", "np.exp(x / 10)", "exp(x / 10)", "np.sqrt(n)", "log10(n + 1)", "I(x ** 2)",
+    "I(x > 2)", "{x + 1}", "np.where(x > 0, x, 0)", "bs(x, df=4)", "cr(x, df=4)", "Q('x')",
+])
+def test_every_allowed_transform_works_and_survives_a_saved_design(frame, term):
+    m = Model.from_formula(f"y ~ {term} + (1 + np.log(n + 1) | g)", data=frame)
+    design = m.model.design
+    # what bi.load reads back: the design as JSON, checked, then re-applied to the data
+    loaded = type(design).from_json(json.loads(json.dumps(design.to_json())))
+    np.testing.assert_allclose(loaded.fixed.matrix(frame), m.data["X"])
+    np.testing.assert_allclose(loaded.groups[0].design.matrix(frame), m.data["Z"])
+
+
+def _tamper(path, old: str, new: str) -> None:
+    manifest = path / "manifest.json"
+    text = manifest.read_text()
+    assert old in text
+    manifest.write_text(text.replace(old, new))
+
+
+def test_code_edited_into_a_saved_formula_model_is_never_run(tmp_path, frame, fitted):
+    marker = tmp_path / "PWNED"
+    payload = f"0*__import__('os').system('touch {marker}')"
+    post = Model.from_formula("y ~ np.log(np.exp(x))", data=frame).fit(seed=0, **{**TINY_SVI, "num_steps": 20})
+    post.save(tmp_path / "fixed")
+    # every occurrence of the term (formula, terms, columns, state), as an attacker would
+    _tamper(tmp_path / "fixed", "np.log(np.exp(x))", f"np.log(np.exp(x + {payload}))")
+    with pytest.raises(bi.ModelFileError, match="cannot rebuild the model.*is not allowed"):
+        bi.load(tmp_path / "fixed")
+    _, post = fitted
+    post.save(tmp_path / "group")
+    _tamper(tmp_path / "group", '"1 + x"', f'"1 + I(x + {payload})"')  # a group term's expression
+    with pytest.raises(bi.ModelFileError, match="is not allowed"):
+        bi.load(tmp_path / "group")
+    store = bi.ModelStore(tmp_path / "store")
+    version = store.save(post, name="m")
+    model_dir = next(p.parent for p in (tmp_path / "store").rglob("manifest.json") if "model_spec" in p.read_text())
+    digest = sha256_file(model_dir / "manifest.json")
+    _tamper(model_dir, "scale(x)", f"scale(x + {payload})")
+    with pytest.raises(bi.ModelFileError, match="checksum mismatch"):
+        store.load("m", version=version)
+    for meta in (tmp_path / "store").rglob("version.json"):  # an attacker can rewrite the store's digests too
+        meta.write_text(meta.read_text().replace(digest, sha256_file(model_dir / "manifest.json")))
+    with pytest.raises(bi.ModelFileError, match="is not allowed"):
+        store.load("m", version=version)
+    assert not marker.exists()
+
+
+def test_code_in_a_formula_is_refused_before_anything_runs(tmp_path, frame):
+    marker = tmp_path / "PWNED"
+    with pytest.raises(bi.InputError, match="'formula' .* has term .*__import__.* is not allowed"):
+        Model.from_formula(f"y ~ I(__import__('os').system('touch {marker}') * 0 + x)", data=frame)
+    assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- bad data and priors
+def test_empty_data_is_refused_before_any_computation():
+    with pytest.raises(bi.InputError, match="'data' has no rows"):
+        Model.from_formula("y ~ x", data=pd.DataFrame({"y": [], "x": []}))
+
+
+@pytest.mark.parametrize("formula, column", [("y ~ x", "x"), ("y ~ np.log(z) + (1 | g)", "z"),
+                                             ("y ~ x + (1 + z | g)", "z"), ("y ~ x + (1 | g)", "g")])
+def test_missing_predictor_values_name_column_and_row(formula, column):
+    data = pd.DataFrame({"y": [1.0, 2.0, 3.0], "x": [1.0, 2.0, 3.0], "z": [1.0, 2.0, 3.0], "g": ["a", "b", "a"]})
+    data.loc[1, column] = None
+    with pytest.raises(bi.InputError, match=rf"'{column}' has 1 missing values \(first at row 1\)"):
+        Model.from_formula(formula, data=data)
+
+
+def test_transform_giving_nan_is_an_input_error():
+    with pytest.raises(bi.InputError, match="'formula'"):
+        Model.from_formula("y ~ np.log(x)", data=pd.DataFrame({"y": [1.0, 2.0, 3.0], "x": [1.0, -1.0, 2.0]}))
+
+
+def test_nullable_pandas_dtypes_are_numbers(frame):
+    plain = frame.iloc[:20]
+    nullable = plain.astype({"x": "Float64", "k": "Int64", "y": "Float64", "b": "boolean", "g": "string"})
+    for formula, family in [("y ~ x + k + b + (1 | g)", "gaussian"), ("k ~ x", "poisson"), ("b ~ x", "bernoulli")]:
+        a = Model.from_formula(formula, data=plain, family=family).data
+        b = Model.from_formula(formula, data=nullable, family=family).data
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(np.asarray(a[key], dtype=float), np.asarray(b[key], dtype=float))
+    with pytest.raises(bi.InputError, match=r"'k' has 1 missing values \(first at row 3\)"):
+        Model.from_formula("y ~ x + k", data=nullable.assign(k=nullable["k"].mask(nullable.index == 3)))
+
+
+@pytest.mark.parametrize("dist, params, message", [
+    ("normal", dict(mu=0, sigma=-1), r"'sigma' of Prior\('normal'\) is -1. Expected numbers > 0"),
+    ("normal", dict(mu=0, sigma=0.0), "'sigma'.*> 0"),
+    ("student_t", dict(nu=-3, mu=0, sigma=1), "'nu'.*> 0"),
+    ("laplace", dict(mu=0, b=-1), "'b'.*> 0"),
+    ("halfnormal", dict(sigma=[1.0, -2.0]), "'sigma'.*> 0"),
+    ("exponential", dict(rate=0), "'rate'.*> 0"),
+    ("gamma", dict(alpha=2, beta=-0.1), "'beta'.*> 0"),
+    ("inverse_gamma", dict(alpha=0, beta=1), "'alpha'.*> 0"),
+    ("lkj", dict(eta=-1), "'eta'.*> 0"),
+    ("uniform", dict(lower=1, upper=0), "'upper' of Prior\\('uniform'\\) is 0, not above lower=1"),
+    ("normal", dict(mu=float("nan"), sigma=1), "'mu'.*finite numbers"),
+    ("normal", dict(mu="zero", sigma=1), "'mu'.*a number or a sequence of numbers"),
+])
+def test_prior_parameters_are_checked(dist, params, message):
+    with pytest.raises(bi.InputError, match=message):
+        Prior(dist, **params)
+
+
+def test_saved_prior_with_bad_parameter_is_a_model_file_error(tmp_path, fitted):
+    _, post = fitted
+    post.save(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    manifest["model_spec"]["spec"]["priors"]["sigma"]["rate"] = -1.0
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(bi.ModelFileError, match="'rate' of Prior"):
+        bi.load(tmp_path / "m")

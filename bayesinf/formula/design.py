@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import InputError
-from .parse import GroupTerm, ParsedFormula
+from .parse import GroupTerm, ParsedFormula, check_terms
 
 __all__ = ["MatrixDesign", "GroupDesign", "Design", "InputColumn", "NEW_GROUPS", "MAX_LISTED_LEVELS", "fit_design"]
 
@@ -95,6 +95,7 @@ class MatrixDesign:
         from formulaic import model_matrix
         from formulaic.errors import FormulaicError
 
+        check_terms(formula)  # formulaic evaluates the terms: only whitelisted code gets there
         try:
             matrix = model_matrix(formula, data, na_action="raise")
         except FormulaicError as exc:
@@ -104,6 +105,9 @@ class MatrixDesign:
             raise InputError("formula", f"cannot be evaluated on the data: {exc}") from None
         except SyntaxError as exc:
             raise InputError("formula", f"{formula!r} is malformed: {exc}") from None
+        except ValueError as exc:  # formulaic's null check: a transform gave NaN, e.g. the log of a negative
+            raise InputError("formula", f"gives missing values on the data ({exc})",
+                             "transforms that are finite on every row") from None
         spec = matrix.model_spec
         columns = tuple(str(c) for c in matrix.columns)
         position = {c: i for i, c in enumerate(columns)}
@@ -129,6 +133,7 @@ class MatrixDesign:
         from formulaic import ModelSpec
         from formulaic.parser.types import Factor
 
+        check_terms(self.formula, self.variables)  # never evaluate unchecked code (e.g. read from a file)
         encoder = {k: (Factor.Kind(kind), dict(st)) for k, (kind, st) in self.state["encoder_state"].items()}
         return ModelSpec(formula=self.formula, ensure_full_rank=self.state["ensure_full_rank"],
                          transform_state=dict(self.state["transform_state"]), encoder_state=encoder,
@@ -186,6 +191,7 @@ class MatrixDesign:
 
     @classmethod
     def from_json(cls, d) -> "MatrixDesign":
+        check_terms(str(d["formula"]), tuple(str(v) for v in d["variables"]))  # refuse code other than terms
         return cls(str(d["formula"]), tuple(d["columns"]), tuple((str(n), tuple(int(i) for i in idx))
                                                                     for n, idx in d["terms"]),
                    tuple(d["variables"]), dict(d["state"]))
@@ -435,8 +441,10 @@ def _integers(column, name: str, minimum: int | None = None) -> np.ndarray:
 def fit_design(parsed: ParsedFormula, data) -> Design:
     """Fit the designs of ``parsed`` on ``data`` (a DataFrame)."""
     _check_frame(data, "Model.from_formula")
+    if len(data) == 0:
+        raise InputError("data", "has no rows", "at least one row")
     needed = [parsed.response] + ([parsed.trials] if parsed.trials else [])
-    needed += [c for g in parsed.groups for c in g.factor]
+    needed += [c for g in parsed.groups for c in g.factor] + list(parsed.columns)
     _check_columns(data, list(dict.fromkeys(needed)), f"the formula '{parsed.text}'")
     fixed, _ = MatrixDesign.fit(parsed.fixed, data)
     groups = []

@@ -48,6 +48,9 @@ DISTRIBUTIONS = {
     "lkj": ("eta",),
 }
 _POSITIVE = {"halfnormal", "halfcauchy", "halfstudent_t", "exponential", "gamma", "inverse_gamma", "lognormal"}
+#: Parameters that must be > 0, and what they are (scales, rates, degrees of freedom, shapes).
+_MUST_BE_POSITIVE = {"sigma": "a scale", "b": "a scale", "rate": "an inverse scale", "nu": "degrees of freedom",
+                     "alpha": "a shape", "beta": "an inverse scale", "eta": "the LKJ concentration"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,13 @@ class Prior:
     ``"flat"`` is an improper flat prior over the parameter's support (as Stan's default);
     ``"lkj"`` is for the correlations of a correlated group term. Parameters may be scalars or
     sequences (one value per column of a categorical term).
+
+    Raises
+    ------
+    InputError
+        Unknown distribution, missing or extra parameters, a parameter that is not finite numbers,
+        a scale (``sigma``, ``b``), rate, shape, degrees of freedom or ``eta`` that is not > 0, or
+        a ``"uniform"`` with ``upper <= lower``; the error names the parameter.
     """
 
     dist: str
@@ -68,9 +78,10 @@ class Prior:
         expected = DISTRIBUTIONS[dist]
         if set(params) != set(expected):
             raise InputError("params", f"of Prior({dist!r}) are {sorted(params)}", f"exactly {list(expected)}")
-        for k, v in params.items():
-            if not np.all(np.isfinite(np.asarray(v, dtype=float))):
-                raise InputError(k, f"of Prior({dist!r}) is {v!r}", "finite numbers")
+        values = {k: _check_numbers(dist, k, v) for k, v in params.items()}
+        if dist == "uniform" and not np.all(values["lower"] < values["upper"]):
+            raise InputError("upper", f"of Prior('uniform') is {params['upper']!r}, not above "
+                             f"lower={params['lower']!r}", "upper > lower (elementwise)")
         object.__setattr__(self, "dist", dist)
         object.__setattr__(self, "params", {k: _plain(params[k]) for k in expected})
 
@@ -127,6 +138,23 @@ class Prior:
             raise InputError("prior", f"{self!r} is for a real parameter, but this parameter is positive",
                              "a positive prior such as Prior('halfnormal', sigma=1)")
         return d.expand(tuple(shape)).to_event(len(shape)) if shape else d
+
+
+def _check_numbers(dist: str, name: str, value) -> np.ndarray:
+    """``value`` as a float array; raises ``InputError`` naming the parameter unless it holds finite
+    numbers (and numbers > 0 for a scale, rate, shape, concentration or degrees of freedom)."""
+    try:
+        if isinstance(value, (bool, np.bool_, str, bytes)):
+            raise TypeError(type(value).__name__)
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(name, f"of Prior({dist!r}) is {value!r}", "a number or a sequence of numbers") from None
+    if not np.all(np.isfinite(array)):
+        raise InputError(name, f"of Prior({dist!r}) is {value!r}", "finite numbers")
+    if name in _MUST_BE_POSITIVE and not np.all(array > 0):
+        raise InputError(name, f"of Prior({dist!r}) is {value!r}",
+                         f"numbers > 0 ({name} is {_MUST_BE_POSITIVE[name]})")
+    return array
 
 
 def _plain(v):
