@@ -65,6 +65,29 @@ def test_linear_regression_posterior(linear_data, linear_nuts):
     assert linear_nuts.score(X_new, y_new) > 0.8
 
 
+def test_a_rows_predictive_draws_do_not_depend_on_the_other_rows(linear_nuts, linear_data):
+    X = linear_data[0]
+    alone = linear_nuts.sample_posterior_predictive(X[:1])
+    # equal up to the rounding of the linear predictor, which BLAS blocks differently per batch size
+    np.testing.assert_allclose(alone[:, 0], linear_nuts.sample_posterior_predictive(X[:5])[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(linear_nuts.predict_interval(X[:1]), linear_nuts.predict_interval(X[:40])[:1],
+                               rtol=1e-12)
+
+
+def test_row_uniforms_are_uniform_and_independent():
+    from bayesinf.estimators.model import row_uniforms
+
+    u = row_uniforms(3, (4000, 50))
+    assert np.array_equal(u, row_uniforms(3, (4000, 50))) and not np.array_equal(u, row_uniforms(4, (4000, 50)))
+    np.testing.assert_array_equal(u[:, :7], row_uniforms(3, (4000, 7)))
+    assert np.all((u > 0) & (u < 1))
+    # 200,000 uniforms: the mean has sd sqrt(1/12 / 2e5) = 6.5e-4 and the variance 1/12 sd
+    # sqrt(1/180 / 2e5) = 1.7e-4; 5 sd each. Neighbouring rows and draws: correlation sd 1/sqrt(2e5).
+    assert abs(u.mean() - 0.5) < 5 * 6.5e-4 and abs(u.var() - 1 / 12) < 5 * 1.7e-4
+    assert abs(np.corrcoef(u[:, :-1].ravel(), u[:, 1:].ravel())[0, 1]) < 5 / np.sqrt(u[:, 1:].size)
+    assert abs(np.corrcoef(u[:-1].ravel(), u[1:].ravel())[0, 1]) < 5 / np.sqrt(u[1:].size)
+
+
 def test_predict_interval_rejects_bad_level(linear_nuts, linear_data):
     with pytest.raises(ValueError, match="'level' parameter of predict_interval must be a float in"):
         linear_nuts.predict_interval(linear_data[0], level=1.5)

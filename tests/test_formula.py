@@ -170,6 +170,19 @@ def test_new_group_modes(fitted):
     assert sample.sd[1] > population.sd[1]
 
 
+def test_integer_coded_groups_read_as_floats_keep_their_levels(frame):
+    """pandas turns an int column into floats once it held a missing value (and CSV text may say
+    "3.0"): level 3.0 is level 3, not a new group."""
+    data = frame.assign(g=frame["g"].str[1:].astype(int))
+    post = Model.from_formula("y ~ x + (1 | g)", data=data).fit(seed=0, **TINY_SVI)
+    new = data[["x", "g"]].iloc[:10]
+    expected = post.predict(new, new_groups="error", seed=1).mean
+    for spelled in (new["g"].astype(float), new["g"].astype(float).astype(str), new["g"].astype(str)):
+        np.testing.assert_array_equal(post.predict(new.assign(g=spelled), new_groups="error", seed=1).mean, expected)
+    with pytest.raises(bi.InputError, match=r"'g' has level '\d\.5'"):
+        post.predict(new.assign(g=new["g"] + 0.5), new_groups="error")
+
+
 # ----------------------------------------------------------------------------- core integration
 def test_save_and_load_from_spec_alone(tmp_path, fitted):
     _, post = fitted

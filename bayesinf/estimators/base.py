@@ -108,9 +108,8 @@ class BayesianGLMBase(BaseEstimator):
         return linear_predictor(X, self.intercept_draws_, self.coef_draws_)
 
     def _response_draws(self, eta) -> np.ndarray:
-        rng = np.random.default_rng(self.seed)
         return sample_response(self._family if self._family != "bernoulli" else "categorical", eta,
-                               self.sigma_draws_, rng)
+                               self.sigma_draws_, self.seed)
 
     def predict_interval(self, X, level=0.9) -> np.ndarray:
         """Equal-tailed posterior predictive interval per row, ``(rows, 2)`` (lower, upper)."""

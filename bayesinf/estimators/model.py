@@ -14,7 +14,7 @@ import numpy as np
 
 from ..formula.priors import DISTRIBUTIONS, Prior
 
-__all__ = ["glm", "prior_tuple", "linear_predictor", "sample_response", "pad"]
+__all__ = ["glm", "prior_tuple", "linear_predictor", "sample_response", "row_uniforms", "pad"]
 
 
 def bucket(n: int, minimum: int) -> int:
@@ -139,13 +139,36 @@ def class_probabilities(eta: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def sample_response(family: str, eta: np.ndarray, sigma: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
-    """One predictive draw of the response per posterior draw and row, ``(draws, rows)``."""
+def sample_response(family: str, eta: np.ndarray, sigma: np.ndarray | None, seed: int) -> np.ndarray:
+    """One predictive draw of the response per posterior draw and row, ``(draws, rows)``.
+
+    The random numbers of row ``r`` and draw ``d`` are ``row_uniforms(seed, ...)[d, r]``: a row
+    gets the same numbers whatever the other rows of the request (as ``Posterior.predict``)."""
+    from scipy.special import ndtri
+    from scipy.stats import poisson
+
+    u = row_uniforms(seed, eta.shape[:2])
     if family == "gaussian":
-        return eta + sigma[:, None] * rng.standard_normal(eta.shape)
+        return eta + sigma[:, None] * ndtri(u)
     if family == "poisson":
-        return rng.poisson(np.exp(np.minimum(eta, 50.0))).astype(float)
-    probs = class_probabilities(eta)
-    cumulative = probs.cumsum(axis=-1)
-    u = rng.uniform(size=probs.shape[:-1] + (1,))
-    return np.minimum((u > cumulative).sum(axis=-1), probs.shape[-1] - 1)
+        return poisson.ppf(u, np.exp(np.minimum(eta, 50.0))).astype(float)
+    cumulative = class_probabilities(eta).cumsum(axis=-1)
+    return np.minimum((u[..., None] > cumulative).sum(axis=-1), cumulative.shape[-1] - 1)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on a uint64 array (wrapping arithmetic)."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def row_uniforms(seed: int, shape: tuple[int, int]) -> np.ndarray:
+    """Uniforms in (0, 1), ``shape = (draws, rows)``, a function of ``(seed, row, draw)`` alone:
+    SplitMix64 applied to the seed, then after mixing in the row, then the draw."""
+    draws, rows = shape
+    key = _mix(np.full((1, 1), seed, dtype=np.uint64))
+    key = _mix(key ^ np.arange(rows, dtype=np.uint64)[None, :])
+    bits = _mix(key ^ np.arange(draws, dtype=np.uint64)[:, None])
+    return ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53

@@ -211,6 +211,24 @@ def level_keys(data, factor: tuple[str, ...]) -> np.ndarray:
     return keys
 
 
+def _numeric_spellings(key: str) -> list[str]:
+    """Other spellings of a level key whose parts are numbers: ``"84.0"`` -> ``["84"]``, ``"84"``
+    -> ``["84.0"]`` (parts joined by ':' as in ``level_keys``). An integer-coded group read as
+    floats (pandas does so once a column held a missing value) keeps its levels."""
+    parts = key.split(":")
+    spellings = [[], []]
+    for part in parts:
+        try:
+            number = float(part)
+        except ValueError:
+            return []
+        if not number.is_integer():
+            return []
+        spellings[0].append(str(int(number)))
+        spellings[1].append(str(number))
+    return [k for k in (":".join(p) for p in spellings) if k != key]
+
+
 @dataclass(frozen=True)
 class GroupDesign:
     """A group term fitted on data: its varying-effects design and the levels seen at fit.
@@ -241,6 +259,9 @@ class GroupDesign:
         keys = level_keys(data, self.term.factor)
         position = {level: i for i, level in enumerate(self.levels)}
         out = np.array([position.get(k, -1) for k in keys], dtype=np.int64)
+        unseen = out < 0
+        for row in np.flatnonzero(unseen):  # 84.0 (a float column, CSV text) is level 84, and back
+            out[row] = next((position[k] for k in _numeric_spellings(keys[row]) if k in position), -1)
         unseen = out < 0
         if unseen.any():
             if new_groups == "error":
