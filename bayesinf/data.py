@@ -144,13 +144,16 @@ def as_array(name: str, value: Any) -> tuple[np.ndarray, tuple[str, ...] | None]
     columns = None
     if hasattr(value, "columns") and hasattr(value, "dtypes"):  # pandas DataFrame
         columns = tuple(str(c) for c in value.columns)
-        for col, dtype in zip(columns, value.dtypes):
-            if not _is_numeric_dtype(dtype):
-                raise InputError(f"{name}['{col}']", f"has non-numeric dtype {dtype}", "numbers or booleans",
+        plain = [_nullable_to_numpy(f"{name}['{col}']", series) for col, (_, series) in zip(columns, value.items())]
+        for col, series in zip(columns, plain):
+            if not _is_numeric_dtype(series.dtype):
+                raise InputError(f"{name}['{col}']", f"has non-numeric dtype {series.dtype}", "numbers or booleans",
                                  "Encode categories as integer codes or use a formula model.")
-        value = value.to_numpy()
+        converted = any(isinstance(p, np.ndarray) for p in plain)  # nullable columns, now plain arrays
+        value = np.column_stack(plain) if converted else value.to_numpy()
     elif hasattr(value, "to_numpy") and hasattr(value, "dtype"):  # pandas Series
-        value = value.to_numpy()
+        value = _nullable_to_numpy(name, value)
+        value = value.to_numpy() if hasattr(value, "to_numpy") else value
     try:
         array = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
@@ -173,6 +176,19 @@ def as_array(name: str, value: Any) -> tuple[np.ndarray, tuple[str, ...] | None]
             raise InputError(name, f"contains {n_nan} NaN and {n_inf} infinite values (first at {loc})",
                              "finite numbers", "Drop or impute the missing values first.")
     return array, columns
+
+
+def _nullable_to_numpy(name: str, series):
+    """A pandas Series of a nullable numeric or boolean dtype (``Int64``, ``Float64``, ``boolean``) as
+    a numpy array of its plain dtype; others are returned as they are. ``pd.NA`` is an error."""
+    numpy_dtype = getattr(series.dtype, "numpy_dtype", None)
+    if numpy_dtype is None or not _is_numeric_dtype(numpy_dtype):
+        return series
+    missing = np.asarray(series.isna())
+    if missing.any():
+        raise InputError(name, f"has {int(missing.sum())} missing values (first at row {int(np.argmax(missing))})",
+                         "numbers", "Drop or impute the missing values first.")
+    return series.to_numpy(dtype=numpy_dtype)
 
 
 def _is_numeric_dtype(dtype) -> bool:

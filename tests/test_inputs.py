@@ -296,6 +296,12 @@ def test_predict_accepts_lists_pandas_jax_and_single_rows(tiny_linreg, tiny_grou
     g = small_data["g"][:4]
     np.testing.assert_array_equal(tiny_grouped.predict(pd.DataFrame(X), pd.Series(g), seed=6).draws,
                                   tiny_grouped.predict(X, g, seed=6).draws)
+    # pandas' nullable dtypes are numbers when nothing is missing, an error naming the column if not
+    nullable = pd.DataFrame({"a": pd.array(X[:, 0], dtype="Float64"), "b": pd.array(X[:, 1], dtype="Float64")})
+    np.testing.assert_array_equal(tiny_grouped.predict(nullable, pd.Series(g, dtype="Int64"), seed=6).draws,
+                                  tiny_grouped.predict(X, g, seed=6).draws)
+    with input_error("X['b']", "1 missing values (first at row 2)"):
+        tiny_grouped.predict(nullable.assign(b=pd.array([0.1, 0.2, None, 0.4], dtype="Float64")), g)
 
 
 def test_values_too_large_for_float32_are_refused(small_data):
