@@ -9,7 +9,6 @@ observed data, LOO-PIT and PSIS-LOO model comparison (through ArviZ 1.x).
 from __future__ import annotations
 
 import inspect
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -18,7 +17,7 @@ import numpy as np
 from . import arviz_io
 from .calibration.report import UniformityTest, uniformity_test
 from .data import bind_arguments, check_seed
-from .errors import InputError
+from .errors import InputError, warn
 
 __all__ = ["sbc", "SBCResult", "compare", "ppc", "loo_pit", "ParetoKWarning"]
 
@@ -316,6 +315,6 @@ def compare(posteriors: Mapping[str, object], method: str = "stacking", site: st
     bad = {n: c for n, c in num_high.items() if c}
     if bad:
         detail = ", ".join(f"'{n}': {c}" for n, c in bad.items())
-        warnings.warn(ParetoKWarning(f"PSIS-LOO is unreliable for some observations (high Pareto k: {detail}); "
-                                     "treat those models' elpd with caution"), stacklevel=2)
+        warn(ParetoKWarning(f"PSIS-LOO is unreliable for some observations (high Pareto k: {detail}); "
+                            "treat those models' elpd with caution"))
     return table

@@ -13,6 +13,7 @@ __all__ = [
     "NotFittedError",
     "ConvergenceWarning",
     "CalibrationWarning",
+    "warn",
 ]
 
 
@@ -67,3 +68,12 @@ class ConvergenceWarning(UserWarning):
 
 class CalibrationWarning(UserWarning):
     """Recalibration data too few for a level: its conformal interval is the whole line."""
+
+
+def warn(warning: Warning) -> None:
+    """Emit ``warning`` attributed to the first caller outside the bayesinf package (the user's
+    line), however deep inside bayesinf it was raised."""
+    import os
+    import warnings
+
+    warnings.warn(warning, skip_file_prefixes=(os.path.dirname(os.path.abspath(__file__)) + os.sep,))

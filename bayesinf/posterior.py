@@ -4,7 +4,6 @@ and persistence for one fitted model, whatever the inference method."""
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -12,7 +11,7 @@ import numpy as np
 from . import arviz_io
 from .data import InputSchema, check_seed, prepare_predict_inputs
 from .diagnostics import Diagnosis, diagnose_nuts, diagnose_svi
-from .errors import ConvergenceWarning, InputError
+from .errors import ConvergenceWarning, InputError, warn
 from .intervals import check_kind, check_levels
 from .prediction import BLOCK_ROWS, Prediction, assemble
 from .runtime import precision
@@ -192,7 +191,7 @@ class Posterior:
         """Run ``diagnose`` and emit a ``ConvergenceWarning`` carrying the verdict if it found problems."""
         diagnosis = self.diagnose()
         if not diagnosis.ok:
-            warnings.warn(ConvergenceWarning(str(diagnosis)), stacklevel=3)
+            warn(ConvergenceWarning(str(diagnosis)))
         return diagnosis
 
     # ----------------------------------------------------------------- prediction

@@ -112,6 +112,7 @@ def test_diagnose_flags_a_bad_fit_and_passes_a_good_one(data):
         bad = bi.fit(funnel, y=np.zeros(10), **bad_kwargs)
     verdict = bad.diagnose()
     assert not verdict.ok and str(verdict) in str(record[0].message)
+    assert record[0].filename == __file__  # attributed to the caller's line, not to bayesinf's internals
     assert any("Effective sample size" in p for p in verdict.problems)
     X, y = data
     with warnings.catch_warnings():

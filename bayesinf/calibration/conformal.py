@@ -36,12 +36,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CalibrationWarning, InputError, ModelFileError
+from ..errors import CalibrationWarning, InputError, ModelFileError, warn
 from ..intervals import check_kind, check_levels, eti_probs, quantiles
 from ..prediction import Prediction, SitePrediction
 from ._heldout import heldout_data, predictive_chunks
@@ -98,11 +97,10 @@ def _warn_unbounded(levels, num_rows: int, owner: str) -> None:
     short = [v for v in levels if num_rows < min_calibration_rows(v)]
     if short:
         needs = ", ".join(f"level {v:g} needs at least {min_calibration_rows(v)}" for v in short)
-        warnings.warn(CalibrationWarning(
+        warn(CalibrationWarning(
             f"{owner}: too few calibration rows ({num_rows}) for a finite conformal interval: {needs}; "
             f"the interval at {'these levels' if len(short) > 1 else 'this level'} is unbounded (-inf, inf). "
-            "Recalibrate on more rows or ask for lower levels."),
-            skip_file_prefixes=(str(Path(__file__).parents[1]),))  # point at the caller's line
+            "Recalibrate on more rows or ask for lower levels."))
 
 
 def _scores(score: str, y: np.ndarray, median, sd, lower, upper) -> np.ndarray:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from typing import Any, Mapping
 
 from ..config import NUTSConfig, SVIConfig
 from ..data import check_seed
-from ..errors import ConvergenceWarning, InputError
+from ..errors import ConvergenceWarning, InputError, warn
 from ..fitting import METHODS, model_import_path
 from ..posterior import Posterior
 from ..runtime import precision
@@ -190,5 +189,5 @@ def _warn(collection: FitCollection) -> None:
     bad = table.loc[~table["ok"], collection.by].tolist()
     if bad:
         shown = ", ".join(map(repr, bad[:10])) + (" ..." if len(bad) > 10 else "")
-        warnings.warn(ConvergenceWarning(f"{len(bad)} of {len(table)} groups show problems ({shown}); "
-                                         "see FitCollection.diagnose()."), stacklevel=3)
+        warn(ConvergenceWarning(f"{len(bad)} of {len(table)} groups show problems ({shown}); "
+                                "see FitCollection.diagnose()."))
