@@ -136,6 +136,7 @@ def _inspect(trace, arrays) -> tuple[ModelSites, object]:
             _check_observed_shape(name, site, arg, arrays)
             num_classes[name] = _num_classes(site)
         else:
+            _check_continuous(name, site)
             latent.append(name)
     if not observed:
         raise InputError("model", "has no observed site", "a numpyro.sample(..., obs=...) statement",
@@ -143,6 +144,23 @@ def _inspect(trace, arrays) -> tuple[ModelSites, object]:
     if not latent:
         raise InputError("model", "has no latent sample site", "at least one parameter to infer")
     return ModelSites(tuple(latent), (), tuple(observed), tuple(deterministic), observed_args, num_classes, {}), trace
+
+
+def _check_continuous(name: str, site) -> None:
+    """A discrete latent site cannot be sampled by NUTS or fitted by SVI's guides; NumPyro would
+    enumerate it only when marked so and when ``funsor`` is installed."""
+    support = getattr(site["fn"], "support", None)
+    if not getattr(support, "is_discrete", False):
+        return
+    if site.get("infer", {}).get("enumerate") is None:
+        raise InputError("model", f"has the discrete latent site '{name}'", "continuous latent sites",
+                         "Marginalize it out of the model (sum its probabilities into the likelihood), or mark it "
+                         "infer={'enumerate': 'parallel'} and install funsor for NumPyro to enumerate it.")
+    try:
+        import funsor  # noqa: F401
+    except ImportError:
+        raise InputError("model", f"marks the discrete latent site '{name}' for enumeration, which needs funsor",
+                         hint="pip install funsor") from None
 
 
 def with_rows(sites: ModelSites, trace, num_rows: int) -> ModelSites:

@@ -5,6 +5,8 @@ from contextlib import contextmanager
 
 import jax.numpy as jnp
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 import pandas as pd
 import pytest
 
@@ -313,3 +315,13 @@ def test_values_too_large_for_float32_are_refused(small_data):
     post = bi.fit(models.linreg, X, y, **TINY_SVI)
     with input_error("X", "too large for float32"):
         post.predict(np.array([[1e300, 0.0]]))
+
+
+def _discrete_latent(X, y=None):
+    z = numpyro.sample("z", dist.Bernoulli(0.5))
+    numpyro.sample("y", dist.Normal(z * X[:, 0], 1.0), obs=y)
+
+
+def test_discrete_latent_site_is_refused_with_advice(small_data):
+    with input_error("model", "discrete latent site 'z'", "Marginalize"):
+        bi.fit(_discrete_latent, small_data["X"], small_data["y"], **TINY_SVI)
