@@ -9,6 +9,39 @@ import sys
 __all__ = ["main"]
 
 
+def _at_least(minimum: int):
+    """argparse type: an int of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}; got {value}")
+        return value
+    return parse
+
+
+def _port(text: str) -> int:
+    value = _at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number in [0, 65535]; got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0; got {text}")
+    return value
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -17,33 +50,33 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="fit a hierarchical radon model, predict intervals, write plots")
     demo.add_argument("--out", default="bayesinf-demo", help="folder for the plots (default: %(default)s)")
-    demo.add_argument("--draws", type=int, default=1000, help="kept draws per chain (default: %(default)s)")
-    demo.add_argument("--warmup", type=int, default=1000, help="warmup iterations per chain (default: %(default)s)")
-    demo.add_argument("--chains", type=int, default=4, help="number of chains (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    demo.add_argument("--draws", type=_at_least(1), default=1000, help="kept draws per chain (default: %(default)s)")
+    demo.add_argument("--warmup", type=_at_least(0), default=1000, help="warmup iterations per chain (default: %(default)s)")
+    demo.add_argument("--chains", type=_at_least(1), default=4, help="number of chains (default: %(default)s)")
+    demo.add_argument("--seed", type=_at_least(0), default=0, help="random seed (default: %(default)s)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     serve = commands.add_parser("serve", help="serve the models of a ModelStore over HTTP (FastAPI + uvicorn)")
     serve.add_argument("store", help="root directory of the ModelStore")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
     serve.add_argument("--api-key", default=None,
                        help="require this key on every route but /healthz and /readyz (default: the "
                             "BAYESINF_API_KEY environment variable; none: no key)")
-    serve.add_argument("--max-rows", type=int, default=1000, help="most rows per request (default: %(default)s)")
-    serve.add_argument("--max-return-draws", type=int, default=1000,
+    serve.add_argument("--max-rows", type=_at_least(1), default=1000, help="most rows per request (default: %(default)s)")
+    serve.add_argument("--max-return-draws", type=_at_least(0), default=1000,
                        help="most raw draws returned per row (default: %(default)s)")
-    serve.add_argument("--max-body-bytes", type=int, default=1 << 20,
+    serve.add_argument("--max-body-bytes", type=_at_least(1), default=1 << 20,
                        help="largest request body in bytes (default: %(default)s)")
-    serve.add_argument("--max-batch", type=int, default=32,
+    serve.add_argument("--max-batch", type=_at_least(1), default=32,
                        help="most single-row requests micro-batched into one call (default: %(default)s)")
-    serve.add_argument("--max-wait-ms", type=float, default=0.5,
+    serve.add_argument("--max-wait-ms", type=_non_negative_float, default=0.5,
                        help="longest wait of a micro-batch for requests being received (default: %(default)s)")
-    serve.add_argument("--threads", type=int, default=2, help="threads running predictions (default: %(default)s)")
+    serve.add_argument("--threads", type=_at_least(1), default=2, help="threads running predictions (default: %(default)s)")
     serve.add_argument("--all-versions", action="store_true",
                        help="serve every version (default: the latest and aliased versions)")
     serve.add_argument("--cors-origin", action="append", default=[],
                        help="allow CORS from this origin (repeatable; default: CORS off)")
-    serve.add_argument("--log-level", default="info", help="uvicorn log level (default: %(default)s)")
+    serve.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="uvicorn log level (default: %(default)s)")
     serve.add_argument("--monitor-db", default=None, metavar="URL",
                        help="record every prediction to this SQLAlchemy database URL (default: "
                             "sqlite:///<STORE>/monitor.sqlite3; 'off': no monitoring)")
@@ -53,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, help="output .csv or .parquet file (written atomically)")
     predict.add_argument("--levels", default="0.5,0.9", help="interval levels, comma-separated (default: %(default)s)")
     predict.add_argument("--kind", default="eti", choices=("eti", "hdi"), help="interval kind (default: %(default)s)")
-    predict.add_argument("--chunk-rows", type=int, default=262144, help="rows per chunk (default: %(default)s)")
-    predict.add_argument("--seed", type=int, default=0, help="seed of the predictive draws (default: %(default)s)")
+    predict.add_argument("--chunk-rows", type=_at_least(1), default=262144, help="rows per chunk (default: %(default)s)")
+    predict.add_argument("--seed", type=_at_least(0), default=0, help="seed of the predictive draws (default: %(default)s)")
     predict.add_argument("--version", default=None, help="store version or alias (default: the latest)")
     predict.add_argument("--keep", action="append", default=[],
                          help="input column copied to the output (repeatable, or comma-separated)")
@@ -77,7 +110,7 @@ def main(argv=None) -> int:
         try:
             run(args.out, draws=args.draws, warmup=args.warmup, chains=args.chains, seed=args.seed,
                 progress=False if args.no_progress else None)
-        except InputError as exc:
+        except (InputError, OSError) as exc:  # OSError: --out cannot be created or written
             print(f"bayesinf demo: {exc}", file=sys.stderr)
             return 2
     elif args.command == "serve":
@@ -96,6 +129,10 @@ def _serve(args) -> int:
     if not Path(args.store).is_dir():
         print(f"bayesinf serve: '{args.store}' is not a directory (a ModelStore root)", file=sys.stderr)
         return 2
+    problem = _port_problem(args.host, args.port)
+    if problem:  # say so now, not after every model has loaded and compiled
+        print(f"bayesinf serve: cannot listen on {args.host}:{args.port} ({problem})", file=sys.stderr)
+        return 2
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     try:
         monitor = _monitor(args.monitor_db, args.store)
@@ -107,6 +144,17 @@ def _serve(args) -> int:
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, threads=args.threads,
         all_versions=args.all_versions, cors_origins=tuple(args.cors_origin), monitor=monitor)
     return 0
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (in use, unknown host), or None."""
+    import socket
+
+    try:
+        with socket.create_server((host, port), reuse_port=False):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def _monitor(url: str | None, store: str):

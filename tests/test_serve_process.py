@@ -106,3 +106,27 @@ def test_monitor_db_that_cannot_open_stops_serve(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "bayesinf.monitor", module)
     assert main(["serve", str(tmp_path), "--monitor-db", "sqlite:////nonexistent/dir/m.db"]) == 2
     assert "--monitor-db: cannot open sqlite:////nonexistent/dir/m.db" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, fragment", [
+    ("--port", "70000", "port number in [0, 65535]"), ("--max-rows", "-1", "at least 1"),
+    ("--max-batch", "0", "at least 1"), ("--max-wait-ms", "-2", ">= 0"), ("--log-level", "nonsense", "invalid choice"),
+])
+def test_serve_options_are_checked_before_anything_loads(tmp_path, capsys, option, value, fragment):
+    from bayesinf.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(tmp_path), option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and option in err and fragment in err
+
+
+def test_serve_refuses_a_port_in_use_before_loading(tmp_path, capsys):
+    import socket
+
+    from bayesinf.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", str(tmp_path), "--port", str(port), "--monitor-db", "off"]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
