@@ -357,6 +357,8 @@ class ModelStore:
 
     def __init__(self, root):
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError("root", f"{str(self.root)!r} is a file, not a directory", "a ModelStore directory")
 
     def __repr__(self):
         return f"ModelStore({str(self.root)!r})"
@@ -404,7 +406,8 @@ class ModelStore:
         """
         available = self.versions(name)
         if not available:
-            raise InputError("name", f"'{name}' is not in the store {str(self.root)!r}",
+            raise InputError("name", f"'{name}' is not in the store {str(self.root)!r}"
+                             + ("" if self.root.is_dir() else " (the directory does not exist)"),
                              f"one of {self.names()}")
         if version is None or version == "latest":
             return available[-1]

@@ -122,6 +122,14 @@ def test_tampered_file_is_rejected(store, tiny_linreg):
     assert info.value.path == str(arrays)
 
 
+def test_store_root_that_is_a_file_or_missing(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(bi.InputError, match="is a file, not a directory"):
+        bi.ModelStore(tmp_path / "file")
+    with pytest.raises(bi.InputError, match="the directory does not exist"):
+        bi.ModelStore(tmp_path / "missing").load("lin")
+
+
 @pytest.mark.parametrize("content", ["garbage{", "[1, 2]", '{"production": "two"}'])
 def test_corrupt_alias_file(store, tiny_linreg, content):
     store.save(tiny_linreg, name="lin")
