@@ -14,6 +14,8 @@ Parameters (NumPyro sites), e.g. for ``y ~ x + C(g) + (1 + x | county)``:
 
 Offset row ``levels`` belongs to a group level not seen at fit: its effect is a draw from the
 fitted population distribution. Row ``levels + 1`` is a zero effect (``new_groups="population"``).
+Every unseen level of a request takes that one row: per posterior draw they share one effect, so
+each row's predictive distribution is right but joint quantities over several new levels are not.
 """
 
 from __future__ import annotations
