@@ -219,6 +219,11 @@ def test_predict_accepts_raw_arrays_too(fitted, frame):
     arrays = m.model.arguments(frame.iloc[:4])
     pred = post.predict(**arrays, seed=0)
     assert pred.mean.shape == (4,)
+    # a dict of columns is a frame; a positional array is not the design, and the error says what is
+    columns = {c: frame[c].iloc[:4].tolist() for c in ("x", "c", "g")}
+    np.testing.assert_array_equal(post.predict(columns, seed=0).mean, post.predict(frame.iloc[:4], seed=0).mean)
+    with pytest.raises(bi.InputError, match=r"'data' is a ndarray, not a pandas DataFrame.*'x'"):
+        post.predict(frame[["x", "c", "g"]].iloc[:4].to_numpy())
 
 
 # ----------------------------------------------------------------------------- no code from model files

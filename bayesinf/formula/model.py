@@ -133,9 +133,15 @@ class FormulaModel:
             return (), self.arguments(args[0], new_groups=new_groups)
         if "data" in kwargs and isinstance(kwargs["data"], pd.DataFrame) and not args and len(kwargs) == 1:
             return (), self.arguments(kwargs["data"], new_groups=new_groups)
+        if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:  # columns by name, as JSON records
+            return (), self.arguments(pd.DataFrame(dict(args[0])), new_groups=new_groups)
         if args and isinstance(args[0], pd.DataFrame):
             raise InputError("predict", "got a DataFrame and other arguments",
                              "a single DataFrame with the formula's columns")
+        if args:  # raw design arrays go by name (X=..., Z=...); positional data must be a frame
+            columns = [c.name for c in self.design.input_columns()]
+            raise InputError("data", f"is a {type(args[0]).__name__}, not a pandas DataFrame",
+                             f"a DataFrame (or a dict of columns) with the columns {columns}")
         return args, kwargs
 
     def __bayesinf_spec__(self) -> dict:
