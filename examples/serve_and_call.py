@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import socket
 import subprocess
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
         # 3b. The same call with curl.
         curl = ["curl", "-s", "-X", "POST", f"{base}/v1/models/radon/predict", "-H", "Content-Type: application/json",
                 "-d", json.dumps({"instances": [{"county": 3, "floor": 0.0}]})]
-        print("$", " ".join(curl[:-1]), f"'{curl[-1]}'")
+        print("$", shlex.join(curl))
         if shutil.which("curl"):
             print(subprocess.run(curl, capture_output=True, text=True, timeout=30).stdout)
     finally:

@@ -194,7 +194,7 @@ def test_nan_and_wrong_dtype_name_column_and_row(tiny_frame, table, tmp_path):
     path.write_text("\n".join(text) + "\n")
     with pytest.raises(bi.InputError, match="oops") as info:
         batch.predict(tiny_frame, path, tmp_path / "o.parquet", chunk_rows=100, progress=False)
-    assert info.value.field == "source"
+    assert info.value.field == "a" and "bad.csv" in str(info.value)  # the column, not Arrow's "column #0"
 
 
 def test_unseen_index_of_integer_argument(tiny_grouped, small_data, tmp_path):
@@ -204,6 +204,82 @@ def test_unseen_index_of_integer_argument(tiny_grouped, small_data, tmp_path):
         batch.predict(tiny_grouped, frame, tmp_path / "o.parquet", columns={"X": ["x1", "x2"]}, chunk_rows=16,
                       progress=False)
     assert info.value.field == "g"
+
+
+def grouped_frame(small_data, rows=40):
+    return pd.DataFrame({"x1": small_data["X"][:rows, 0], "x2": small_data["X"][:rows, 1],
+                         "g": small_data["g"][:rows]})
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_integer_argument_written_as_float(tiny_grouped, small_data, tmp_path, fmt):
+    """``2.0`` for an integer argument (how pandas writes an int column that held a NaN) is ``2``;
+    ``2.5`` is an error naming the column and the rows."""
+    frame = grouped_frame(small_data)
+    floats = frame.astype({"g": float})
+    source = tmp_path / f"in.{fmt}"
+    floats.to_csv(source, index=False) if fmt == "csv" else floats.to_parquet(source)
+    if fmt == "csv":
+        assert ",2.0\n" in source.read_text()
+    kwargs = dict(columns={"X": ["x1", "x2"]}, chunk_rows=16, levels=LEVELS, seed=5, progress=False)
+    batch.predict(tiny_grouped, source, tmp_path / "out.parquet", **kwargs)
+    batch.predict(tiny_grouped, frame, tmp_path / "ints.parquet", **kwargs)
+    assert_frames_equal(pd.read_parquet(tmp_path / "out.parquet"), pd.read_parquet(tmp_path / "ints.parquet"))
+
+    floats.loc[[21, 30], "g"] = [1.5, 0.25]
+    floats.to_csv(source, index=False) if fmt == "csv" else floats.to_parquet(source)
+    with pytest.raises(bi.InputError, match=r"2 non-integer values in rows 21-30 \(first 1.5 at row 21\)") as info:
+        batch.predict(tiny_grouped, source, tmp_path / "bad.parquet", **{**kwargs, "chunk_rows": 64})
+    assert info.value.field == "g"
+    floats.loc[[21, 30], "g"] = [1.0, 2.0**60]
+    floats.to_csv(source, index=False) if fmt == "csv" else floats.to_parquet(source)
+    with pytest.raises(bi.InputError, match=r"the out-of-range value 1.15\d*e\+18 at row 30") as info:
+        batch.predict(tiny_grouped, source, tmp_path / "bad.parquet", **kwargs)
+    assert info.value.field == "g"
+
+
+def test_repeated_column_is_an_error(tiny_frame, table, tmp_path):
+    path = tmp_path / "dup.csv"
+    text = table[["id", "a", "b"]].to_csv(index=False).splitlines()
+    path.write_text("\n".join([text[0] + ",a"] + [line + ",9.0" for line in text[1:]]) + "\n")
+    for extra in ("error", "ignore"):
+        with pytest.raises(bi.InputError, match="appears 2 times") as info:
+            batch.predict(tiny_frame, path, tmp_path / "o.parquet", keep=["id"], extra=extra, progress=False)
+        assert info.value.field == "a"
+    frame = pd.concat([table[["a", "b"]], table[["b"]]], axis=1)  # a DataFrame with two 'b' columns
+    with pytest.raises(bi.InputError, match="appears 2 times") as info:
+        batch.predict(tiny_frame, frame, tmp_path / "o.parquet", progress=False)
+    assert info.value.field == "b"
+    # a repeated column the model does not read is skipped with extra="ignore"
+    frame = pd.concat([table[["a", "b"]], table[["note", "note"]]], axis=1)
+    batch.predict(tiny_frame, frame, tmp_path / "o.parquet", extra="ignore", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dup.csv", "o.parquet"]
+
+
+def test_failed_run_removes_its_parts_directory_unless_it_can_resume(tiny_frame, table, tmp_path):
+    source = tmp_path / "in.csv"
+    sink = tmp_path / "out.csv"
+
+    def parts_dirs():
+        return [p for p in tmp_path.iterdir() if p.name.startswith(".out.csv.parts-")]
+
+    bad = table.copy()
+    bad.loc[3, "b"] = np.nan  # fails in the first chunk: nothing to resume
+    bad.to_csv(source, index=False)
+    with pytest.raises(bi.InputError, match="first at row 3"):
+        batch.predict(tiny_frame, source, sink, chunk_rows=100, keep=["id"], extra="ignore", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+    bad = table.copy()
+    bad.loc[250, "b"] = np.nan  # fails in the third chunk: two parts are kept for a re-run
+    bad.to_csv(source, index=False)
+    with pytest.raises(bi.InputError, match="first at row 250"):
+        batch.predict(tiny_frame, source, sink, chunk_rows=100, keep=["id"], extra="ignore", progress=False)
+    (work,) = parts_dirs()
+    assert sorted(p.name for p in work.glob("part-*")) == ["part-000000.parquet", "part-000001.parquet"]
+    with pytest.raises(bi.InputError, match="first at row 250"):  # same input, same settings: resumes
+        batch.predict(tiny_frame, source, sink, chunk_rows=100, keep=["id"], extra="ignore", progress=False)
+    assert parts_dirs() == [work] and not sink.exists()
 
 
 # ----------------------------------------------------------------------------- formula models

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -93,8 +94,18 @@ class FileSource:
                 yield start, table.to_pandas()
                 start += table.num_rows
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise InputError("source", f"'{self.path}' cannot be read after row {start} ({exc})",
-                             "values of the types " + ", ".join(f"{c}: {t}" for c, t in csv_types.items())) from None
+            raise self._read_error(exc, start, csv_types) from None
+
+    def _read_error(self, exc, start: int, csv_types: Mapping[str, str]) -> InputError:
+        """``InputError`` for a chunk that cannot be read, naming the column when Arrow's message gives
+        its position in the file (``In CSV column #2: ...``)."""
+        found = re.match(r"In CSV column #(\d+): (.*)", str(exc), re.S)
+        if found and int(found.group(1)) < len(self.columns):
+            column = self.columns[int(found.group(1))]
+            return InputError(column, f"of '{self.path}' cannot be read at or after row {start} "
+                              f"({found.group(2)})", f"values of type {csv_types.get(column, 'string')}")
+        return InputError("source", f"'{self.path}' cannot be read after row {start} ({exc})",
+                          "values of the types " + ", ".join(f"{c}: {t}" for c, t in csv_types.items()))
 
     def _batches(self, columns, chunk_rows: int, csv_types: Mapping[str, str]):
         import pyarrow as pa

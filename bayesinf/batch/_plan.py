@@ -7,6 +7,7 @@ each row argument. Checks name the input column and the row's index in the whole
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -81,8 +82,8 @@ class InputPlan:
             types[c] = "float64"
         for name, cols in self.arguments.items():
             kind = np.dtype(self.dtypes[name]).kind
-            for c in cols:
-                types[c] = "int64" if kind in "iu" else ("bool" if kind == "b" else "float64")
+            for c in cols:  # integers are read as float64 and checked to be integral (2.0 is 2)
+                types[c] = "bool" if kind == "b" else "float64"
         for c, levels in self.categories.items():
             types[c] = _level_type(levels)
         for c in self.text:
@@ -90,9 +91,14 @@ class InputPlan:
         return types
 
     def check_columns(self, available, extra: str = "error") -> None:
-        """Raise ``InputError`` for model or kept columns missing from ``available``, and (unless
-        ``extra="ignore"``) for columns neither read by the model nor kept."""
+        """Raise ``InputError`` for model or kept columns missing from ``available`` or repeated in it,
+        and (unless ``extra="ignore"``) for columns neither read by the model nor kept or repeated."""
         available = [str(c) for c in available]
+        counts = Counter(available)
+        repeated = [c for c in available if counts[c] > 1 and (extra == "error" or c in self.read_columns)]
+        if repeated:
+            raise InputError(repeated[0], f"appears {counts[repeated[0]]} times in the input's columns "
+                             f"{available}", "each column name once", "Rename or drop the extra copies.")
         missing = [c for c in self.model_columns if c not in available]
         if missing:
             raise InputError(missing[0], f"is missing from the input (the model reads column(s) {list(self.model_columns)})",
@@ -132,11 +138,9 @@ class InputPlan:
                 values = values.astype(np.float64)
             if kind in "iub":
                 if values.dtype.kind == "f":
-                    bad = values != np.round(values)
-                    if bad.any():
-                        row, col = np.argwhere(bad)[0]
-                        raise InputError(cols[col], f"has non-integer value {values[row, col].item()!r} at row {start + row}",
-                                         f"integers, as at fit (argument '{name}', dtype {self.dtypes[name]})")
+                    _check_integral(values, cols, start, name, self.dtypes[name])
+                    if kind in "iu":  # integral floats (2.0, as pandas writes an int column that held NaN)
+                        values = values.astype(self.dtypes[name])
                 if name in self.int_ranges:
                     low, high = self.int_ranges[name]
                     bad = (values < low) | (values > high)
@@ -147,6 +151,27 @@ class InputPlan:
                                          f"values in [{low}, {high}]")
             kwargs[name] = values.reshape(len(frame), *self.shapes[name])
         return (), kwargs
+
+
+def _check_integral(values: np.ndarray, cols, start: int, name: str, dtype: str) -> None:
+    """``InputError`` naming the column and rows of the first column of ``values`` (float, ``(rows,
+    len(cols))``) that holds non-integers or integers the fit dtype cannot hold (or that a float64
+    cannot represent exactly, beyond 2**53; bool: other than 0 and 1)."""
+    if np.dtype(dtype).kind == "b":
+        low, high = 0.0, 1.0
+    else:
+        info = np.iinfo(dtype)
+        low, high = max(float(info.min), -2.0**53), min(float(info.max), 2.0**53)
+    expected = f"integers, as at fit (argument '{name}', dtype {np.dtype(dtype).name})"
+    for problem, bad in (("non-integer", values != np.round(values)), ("out-of-range", (values < low) | (values > high))):
+        if bad.any():
+            col = int(np.flatnonzero(bad.any(axis=0))[0])
+            rows = start + np.flatnonzero(bad[:, col])
+            first = values[rows[0] - start, col].item()
+            where = (f"the {problem} value {first!r} at row {rows[0]}" if rows.size == 1 else
+                     f"{rows.size} {problem} values in rows {rows[0]}-{rows[-1]} (first {first!r} at row {rows[0]})")
+            raise InputError(cols[col], f"has {where}",
+                             expected if problem == "non-integer" else f"{expected} in [{int(low)}, {int(high)}]")
 
 
 def _level_type(levels) -> str:

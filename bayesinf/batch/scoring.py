@@ -144,7 +144,9 @@ def predict(post, source, sink, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, levels=
     hashing the input file, the posterior and the settings), and a re-run with the same input,
     posterior and settings skips the parts already written. Once every chunk is done, the parts are
     joined into a temporary file beside ``sink``, which is renamed to ``sink`` (atomic: ``sink``
-    never holds a partial output) and the work directory is removed.
+    never holds a partial output) and the work directory is removed. A run that fails before any
+    part is written removes its work directory; to discard the parts of an abandoned run, delete
+    ``.<sink name>.parts-*``.
 
     Parameters
     ----------
@@ -218,18 +220,24 @@ def predict(post, source, sink, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, levels=
     from tqdm import tqdm
 
     parts, computed, reused, num_rows = [], 0, 0, 0
-    with tqdm(total=src.num_rows, unit="row", unit_scale=True, desc="predict", disable=not progress) as bar:
-        for index, (start, frame) in enumerate(_prefetch(src.chunks(plan.read_columns, chunk_rows,
-                                                                   plan.csv_types()))):
-            part = work / f"part-{index:06d}.parquet"
-            if part_rows(part) == len(frame):
-                reused += 1
-            else:
-                write_part(score_frame(post, plan, frame, start, levels, kind, seed), part)
-                computed += 1
-            parts.append(part)
-            num_rows += len(frame)
-            bar.update(len(frame))
+    try:
+        with tqdm(total=src.num_rows, unit="row", unit_scale=True, desc="predict", disable=not progress) as bar:
+            for index, (start, frame) in enumerate(_prefetch(src.chunks(plan.read_columns, chunk_rows,
+                                                                       plan.csv_types()))):
+                part = work / f"part-{index:06d}.parquet"
+                if part_rows(part) == len(frame):
+                    reused += 1
+                else:
+                    write_part(score_frame(post, plan, frame, start, levels, kind, seed), part)
+                    computed += 1
+                parts.append(part)
+                num_rows += len(frame)
+                bar.update(len(frame))
+    except BaseException:
+        # Keep the work directory only if it holds finished parts a re-run can resume from.
+        if not any(work.glob("part-*.parquet")):
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     if not parts:
         shutil.rmtree(work, ignore_errors=True)
         raise InputError("source", "has no rows", "at least one row to predict")

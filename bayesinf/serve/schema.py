@@ -51,8 +51,12 @@ class PredictOptions:
 _OPTIONS = ("instances", "levels", "kind", "seed", "return_draws", "new_groups")
 
 
-def parse_options(body: Any, limits: Limits) -> PredictOptions:
-    """Check the body's top level and its options (everything but ``instances``)."""
+def parse_options(body: Any, limits: Limits, num_draws: int | None = None) -> PredictOptions:
+    """Check the body's top level and its options (everything but ``instances``).
+
+    ``num_draws`` is the number of predictive draws of the model (chains times draws): a
+    ``return_draws`` above it is refused rather than quietly giving fewer draws.
+    """
     if not isinstance(body, dict):
         raise InputError("body", f"must be a JSON object; got {type(body).__name__}")
     extra = [k for k in body if k not in _OPTIONS]
@@ -77,6 +81,9 @@ def parse_options(body: Any, limits: Limits) -> PredictOptions:
     return_draws = body.get("return_draws", 0)
     if not _is_int(return_draws) or not 0 <= return_draws <= limits.max_return_draws:
         raise InputError("return_draws", f"must be an integer in [0, {limits.max_return_draws}]; got {return_draws!r}")
+    if num_draws is not None and return_draws > num_draws:
+        raise InputError("return_draws", f"is {return_draws}, but this model has only {num_draws} posterior draws",
+                         f"an integer in [0, {min(num_draws, limits.max_return_draws)}]")
     new_groups = body.get("new_groups", "sample")
     if new_groups not in NEW_GROUPS:
         raise InputError("new_groups", f"must be one of {list(NEW_GROUPS)}; got {new_groups!r}"[:200])
