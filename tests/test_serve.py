@@ -472,3 +472,32 @@ def test_openapi_fuzzing_finds_no_server_errors(client):
         check()
     assert not failures, failures[:5]
     assert client.get("/healthz").status_code == 200
+
+
+def test_return_draws_above_the_posterior_draws_is_refused(tmp_path, tiny_linreg):
+    """A model with 20 posterior draws: ``return_draws`` up to 20 gives that many distinct draws
+    per row; 21 is a 422 naming ``return_draws`` and the maximum, not fewer draws than asked."""
+    from bayesinf.errors import InputError
+    from bayesinf.serve.schema import Limits, parse_options
+
+    with pytest.raises(InputError, match="only 20 posterior draws") as info:
+        parse_options({"instances": [], "return_draws": 21}, Limits(), num_draws=20)
+    assert info.value.field == "return_draws" and "[0, 20]" in str(info.value)
+    assert parse_options({"instances": [], "return_draws": 20}, Limits(), num_draws=20).return_draws == 20
+
+    store = ModelStore(tmp_path / "models")
+    store.save(tiny_linreg.compress(num_draws=20, method="thin"), name="small")
+    c = AppClient(create_app(store.root, max_return_draws=1000, max_batch=1))
+    try:
+        c.wait_ready()
+        r = c.post("/v1/models/small/predict", json={"instances": [{"X": [0.1, 0.2]}], "return_draws": 21})
+        assert r.status_code == 422, r.text
+        detail = r.json()["detail"]
+        assert detail["field"] == "return_draws"
+        assert "only 20 posterior draws" in detail["message"] and "[0, 20]" in detail["message"]
+        r = c.post("/v1/models/small/predict", json={"instances": [{"X": [0.1, 0.2]}], "return_draws": 20})
+        assert r.status_code == 200, r.text
+        draws = r.json()["predictions"][0]["y"]["draws"]
+        assert len(draws) == 20 and len(set(draws)) == 20
+    finally:
+        c.close()

@@ -271,7 +271,7 @@ def create_app(store_path, api_key: str | None = None, *, max_rows: int = 1000, 
         except codec.DecodeError as exc:
             raise HTTPError(400, "body", f"is not valid JSON ({exc})"[:300]) from None
         try:
-            options = parse_options(body, limits)
+            options = parse_options(body, limits, served.predictor.num_draws)
             # The core's checks (dtypes, shapes, ranges seen at fit) run per request, so one
             # bad row can never fail a micro-batch of others.
             if served.columns is not None:  # a formula model: rows by data column, as a DataFrame
