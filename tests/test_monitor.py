@@ -638,8 +638,11 @@ def test_service_records_predictions_takes_feedback_and_reports(tmp_path, tiny_l
                                                          "outcomes": small_data["y"][12:17].tolist()})
         assert r.json() == {"recorded": 5}
         body = client.get("/v1/models/lin/monitor", params={"window": "1h"}).json()
+        metrics = client.get("/metrics").text  # the recorder's counters, handed over at start-up
     finally:
         client.close()
+    assert "bayesinf_monitor_dropped_total 0" in metrics and "bayesinf_monitor_db_errors_total 0" in metrics
+    assert "bayesinf_monitor_recorded_total 14" in metrics and "bayesinf_monitor_db_failing 0" in metrics
     assert body["version"] == 1
     assert (body["traffic"]["num_requests"], body["traffic"]["num_rows"]) == (13, 17)
     assert body["traffic"]["errors_by_status"] == {"422": 1}
@@ -647,3 +650,190 @@ def test_service_records_predictions_takes_feedback_and_reports(tmp_path, tiny_l
     assert [d["feature"] for d in body["drift"]] == ["X[0]", "X[1]"]
     assert all(d["num_rows"] == 17 for d in body["drift"])
     assert rec.stats()["dropped"] == 0 and not rec.stats()["writer_alive"]  # closed with the app
+
+
+# ----------------------------------------------------------------------------- robustness
+def _insert_feedback(recorder, rows):
+    """Write outcomes straight into the feedback table (what the route refuses, e.g. 1e308)."""
+    with sqlite3.connect(recorder.url.removeprefix("sqlite:///")) as conn:
+        conn.executemany("insert into feedback (request_id, row, site, y, received_at) values (?, ?, ?, ?, ?)",
+                         [(rid, row, "y", y, time.time()) for rid, row, y in rows])
+
+
+def test_outcomes_beyond_float64_scores_are_left_out_of_the_means_and_reported(recorder, client):
+    # 40 outcomes of a served N(mu, 1); two more at +-1e308, whose interval scores (20 * 1e308
+    # at 90%, 4 * 1e308 at 50%) exceed float64; their CRPS (about 1e308) does not, and is
+    # averaged without overflow. No warnings (pytest turns them into errors); the interval
+    # scores are those of the 40 others exactly, and the report says two rows were left out.
+    rng = np.random.default_rng(12)
+    outcomes = _serve(recorder, rng, 42, 1, served_sd=1.0, true_sd=1.0)
+    assert recorder.flush()
+    ids = sorted(outcomes, key=lambda rid: int(rid[1:]))
+    ys = [float(outcomes[rid][1][0]) for rid in ids[:40]] + [1e308, -1e308]
+    _insert_feedback(recorder, [(rid, 0, y) for rid, y in zip(ids, ys)])
+    rep = report(None, "lin", recorder)
+    cal = rep.calibration["y"]
+    assert cal.num_rows == 42 and np.isfinite(cal.crps).all()
+    assert cal.info["excluded_scores"] == {"crps": 0, "interval_score": [2, 2]}
+    assert cal.info["crps"] == pytest.approx(1e308 * np.mean(cal.crps / 1e308), rel=1e-12)
+    assert cal.info["crps"] == pytest.approx(2 * (1e308 / 42), rel=1e-6)
+    mu = np.array([outcomes[rid][0][0] for rid in ids[:40]])
+    y = np.array(ys[:40])
+    z90 = _z(0.9)
+    miss = np.maximum(mu - z90 - y, 0) + np.maximum(y - mu - z90, 0)
+    assert cal.interval_score[1] == pytest.approx(np.mean(2 * z90 + 2 / 0.1 * miss), rel=1e-9)
+    assert cal.coverage[1] == pytest.approx(np.mean(np.abs(y - mu) <= z90) * 40 / 42)  # the two are misses
+    assert any("2 of 42 left out of the interval score at 90%" in p for p in rep.problems), rep.problems
+    body = rep.to_dict()
+    assert body["calibration"]["y"]["crps"] == pytest.approx(cal.info["crps"])
+    assert all(lv["interval_score"] is not None for lv in body["calibration"]["y"]["levels"])
+    json.dumps(body, allow_nan=False)
+    repr(rep), rep.to_pandas()
+    # A CRPS beyond float64 (draws at -1e308, outcome at 1e308) is inf, without a warning, and
+    # left out of the mean.
+    from bayesinf.calibration.report import crps, interval_score
+
+    assert crps(np.full((1, 4), -1e308), np.array([1e308]))[0] == np.inf
+    assert interval_score(np.array([1e308]), np.array([-1.0]), np.array([1.0]), 0.9)[0] == np.inf
+    from bayesinf.monitor.live import finite_mean
+
+    assert finite_mean(np.array([1.0, np.inf, 3.0, np.nan])) == (2.0, 2)
+    assert finite_mean(np.array([1.5e308, 1.7e308])) == (pytest.approx(1.6e308), 0)
+    # Huge but finite scores: their mean does not overflow either.
+    records = [("y", y, normal_row(0.0, 1.0), LEVELS, "eti") for y in (1e307, 1.5e307, 0.0)]
+    big = live_calibration(records)["y"]
+    assert big.info["excluded_scores"]["crps"] == 0 and np.isfinite(big.info["crps"])
+    assert big.info["crps"] == pytest.approx(np.mean(big.crps[:2]) * 2 / 3 + big.crps[2] / 3, rel=1e-12)
+
+
+def test_the_feedback_route_refuses_outcomes_beyond_float32(recorder, client):
+    _serve(recorder, np.random.default_rng(13), 1, 2, 1.0, 1.0)
+    r = client.post("/v1/models/lin/feedback", json={"request_id": "r0", "row": 0, "y": 1e308})
+    assert (r.status_code, r.json()["detail"]["field"]) == (422, "y") and "float32" in r.json()["detail"]["message"]
+    r = client.post("/v1/models/lin/feedback", json={"request_id": "r0", "outcomes": [1.0, -4e38]})
+    assert (r.status_code, r.json()["detail"]["field"]) == (422, "outcomes[1]")
+    r = client.post("/v1/models/lin/feedback", content=b'{"request_id": "r0", "row": 0, "y": 1' + b"0" * 400 + b"}")
+    assert (r.status_code, r.json()["detail"]["field"]) == (422, "y")  # a 401-digit integer
+    assert client.post("/v1/models/lin/feedback", json={"request_id": "r0", "row": 1, "y": 3e38}).status_code == 200
+
+
+def test_coverage_is_flagged_by_an_exact_binomial_test_not_from_three_outcomes(recorder, client):
+    from bayesinf.monitor.live import FLAG_P, coverage_status
+
+    assert FLAG_P == pytest.approx(stats.norm.cdf(-3))
+    # 1 of 3 outcomes inside a 90% interval: 3.3 SEs low by the normal approximation, but the
+    # exact probability of at most 1 hit is 0.028 (0.1^3 + 3 * 0.9 * 0.1^2).
+    assert coverage_status(1, 3, 0.9) == (pytest.approx(0.028), "too few outcomes")
+    assert coverage_status(0, 3, 0.9) == (pytest.approx(0.001), "under-coverage")  # 0.1^3 < Phi(-3)
+    assert coverage_status(3, 3, 0.9)[1] == "ok"
+    # For 400 outcomes the verdict is the 3-SE rule's (SE 0.015 at 90%): 340 hits are 4 SEs low,
+    # 348 are 2 SEs low, 354 are 2 SEs high; over-coverage at 50%: 240 of 400 is 4 SEs high.
+    for hits, level, status in ((340, 0.9, "under-coverage"), (348, 0.9, "ok"), (354, 0.9, "ok"),
+                                (240, 0.5, "over-coverage"), (160, 0.5, "under-coverage")):
+        p, got = coverage_status(hits, 400, level)
+        assert got == status, (hits, level, p)
+        tail = stats.binom.cdf(hits, 400, level) if hits < 400 * level else stats.binom.sf(hits - 1, 400, level)
+        assert p == pytest.approx(tail)
+    # Through the report: 3 outcomes, one outside the 90% interval (4 sd off) and two inside.
+    _serve(recorder, np.random.default_rng(14), 3, 1, 1.0, 1.0)
+    assert recorder.flush()
+    _insert_feedback(recorder, [("r0", 0, 4.0 + float(json.loads(_output(recorder, "r0"))["y"]["mean"])),
+                                ("r1", 0, float(json.loads(_output(recorder, "r1"))["y"]["mean"])),
+                                ("r2", 0, float(json.loads(_output(recorder, "r2"))["y"]["mean"]))])
+    rep = report(None, "lin", recorder)
+    cal = rep.calibration["y"]
+    assert cal.coverage[1] == pytest.approx(2 / 3) and cal.info["coverage_status"] == ["ok", "ok"]
+    assert rep.ok and not rep.notes
+    # 2 of 3 outside at 90%: 3.3 SEs low, exact p = 0.028: a note, not a problem.
+    with sqlite3.connect(recorder.url.removeprefix("sqlite:///")) as conn:
+        conn.execute("update feedback set y = y + 4 where request_id = 'r1'")
+    rep = report(None, "lin", recorder)
+    assert rep.calibration["y"].info["coverage_status"][1] == "too few outcomes"
+    assert not any("coverage" in p for p in rep.problems)
+    assert any("too few outcomes to judge coverage at 90%" in n for n in rep.notes)
+    body = client.get("/v1/models/lin/monitor").json()
+    assert body["calibration"]["y"]["levels"][1]["status"] == "too few outcomes"
+    assert body["calibration"]["y"]["levels"][1]["p_value"] == pytest.approx(0.028)
+    assert body["notes"] and "notes:" in repr(rep)
+    assert rep.to_pandas()["calibration"]["status"].tolist()[1] == "too few outcomes"
+
+
+def _output(recorder, rid) -> str:
+    with sqlite3.connect(recorder.url.removeprefix("sqlite:///")) as conn:
+        return conn.execute("select outputs from prediction_rows where request_id = ?", (rid,)).fetchone()[0]
+
+
+def test_feedback_refuses_ambiguous_bodies_and_names_an_unknown_model(recorder, client, drift_store):
+    _serve(recorder, np.random.default_rng(15), 1, 3, 1.0, 1.0)
+    cases = [
+        ({"request_id": "r0", "row": 0, "y": 1.0, "outcomes": [1, 2, 3]}, "outcomes"),
+        ({"request_id": "r0", "y": 1.0, "outcomes": [1, 2, 3]}, "outcomes"),
+        ({"request_id": "r0", "row": 0, "outcomes": [1, 2, 3]}, "outcomes"),
+        ({"request_id": "r0", "row": 0, "y": 1.0, "weight": 2}, "weight"),
+        ({"feedback": [{"request_id": "r0", "row": 0, "y": 1.0, "outcomes": [1, 2, 3]}]}, "feedback[0].outcomes"),
+        ({"feedback": [{"request_id": "r0", "row": 0, "y": 1.0}], "request_id": "r0"}, "request_id"),
+    ]
+    for body, field in cases:
+        r = client.post("/v1/models/lin/feedback", json=body)
+        assert (r.status_code, r.json()["detail"]["field"]) == (422, field), (body, r.json())
+    r = client.post("/v1/models/lin/feedback", json=cases[0][0])
+    assert "give either row and y" in r.json()["detail"]["message"]
+    # An unknown model is "name" (like predict), with or without a store; a known model with an
+    # unknown request id is "request_id".
+    for c in (client, monitor_client(recorder, drift_store)):
+        r = c.post("/v1/models/nosuch/feedback", json={"request_id": "r0", "row": 0, "y": 1.0})
+        assert (r.status_code, r.json()["detail"]["field"]) == (404, "name"), r.json()
+    r = monitor_client(recorder, drift_store).post("/v1/models/grouped/feedback",
+                                                   json={"request_id": "r0", "row": 0, "y": 1.0})
+    assert (r.status_code, r.json()["detail"]["field"]) == (404, "request_id")
+    assert client.post("/v1/models/lin/feedback", json={"request_id": "r0", "row": 0, "y": 1.0}).status_code == 200
+
+
+def test_metrics_export_dropped_records_database_errors_and_queue_depth(tmp_path):
+    from fastapi import FastAPI
+    from test_serve import AppClient
+
+    from bayesinf.serve.metrics import Metrics
+
+    rec = Recorder(tmp_path / "monitor.db", timeout=0.2, max_queue=100)
+    rec.ensure_schema()
+    app = FastAPI()
+    app.state.metrics = Metrics()
+    app.include_router(rec.router())
+    client = AppClient(app)  # runs the lifespan: the router hands rec.stats to the metrics
+    blocker = sqlite3.connect(tmp_path / "monitor.db", timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")  # every write fails
+    try:
+        for _ in range(150):  # 100 queued, 50 dropped at once by the full queue
+            rec.record_error(model="lin", version=1, status=500, received_at=time.time(), latency_ms=1.0)
+        deadline = time.monotonic() + 10
+        while rec.stats()["db_errors"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        text = app.state.metrics.render()
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("bayesinf_monitor"))
+        assert int(values["bayesinf_monitor_db_errors_total"]) >= 1
+        assert int(values["bayesinf_monitor_dropped_total"]) >= 50
+        assert values["bayesinf_monitor_db_failing"] == "1" and values["bayesinf_monitor_writer_up"] == "1"
+        assert values["bayesinf_monitor_queue_capacity"] == "100"
+        assert 0 <= int(values["bayesinf_monitor_queue_records"]) <= 100
+        assert "# TYPE bayesinf_monitor_dropped_total counter" in text
+        assert "# TYPE bayesinf_monitor_queue_records gauge" in text
+    finally:
+        blocker.rollback()
+        blocker.close()
+        client.close()
+        rec.close()
+    s = rec.stats()
+    after = app.state.metrics.render()
+    assert f"bayesinf_monitor_dropped_total {s['dropped']}" in after
+    assert f"bayesinf_monitor_recorded_total {s['recorded']}" in after
+    assert s["recorded"] + s["dropped"] == 150
+
+
+def test_a_sqlite_file_in_a_missing_directory_is_refused(tmp_path):
+    for url in (tmp_path / "nope" / "monitor.db", f"sqlite:///{tmp_path}/nope/monitor.db"):
+        with pytest.raises(InputError, match="does not exist") as info:
+            Recorder(url)
+        assert info.value.field == "url"
+    Recorder(f"sqlite:///{tmp_path}/monitor.db").close()
+    Recorder("sqlite://").close()  # in memory

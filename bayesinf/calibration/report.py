@@ -108,15 +108,20 @@ def crps(draws: np.ndarray, y: np.ndarray) -> np.ndarray:
     Returns
     -------
     np.ndarray
-        CRPS per row, ``(rows,)``, in the units of ``y``.
+        CRPS per row, ``(rows,)``, in the units of ``y``, computed in float64: each term is
+        divided by the number of draws before summing, so no intermediate sum overflows where
+        the score itself is within float64's range; a row whose score is not (an outcome near
+        1e308) gets ``inf``, without a warning.
     """
     x = np.sort(np.asarray(draws, dtype=np.float64), axis=-1)
     m = x.shape[-1]
     y = np.asarray(y, dtype=np.float64)
-    absolute = np.abs(x - y[:, None]).mean(axis=-1)
-    weights = 2.0 * np.arange(1, m + 1) - m - 1
-    spread = 2.0 * (x @ weights) / m**2  # E|X - X'|
-    return absolute - spread / 2.0
+    weights = (2.0 * np.arange(1, m + 1) - m - 1) / m**2
+    with np.errstate(over="ignore", invalid="ignore"):
+        absolute = (np.abs(x - y[:, None]) / m).sum(axis=-1)  # E|X - y|
+        spread = 2.0 * (x @ weights)  # E|X - X'|
+        out = absolute - spread / 2.0
+    return np.where(np.isnan(out) & np.isinf(absolute), np.inf, out)
 
 
 def interval_score(y: np.ndarray, lower: np.ndarray, upper: np.ndarray, level: float) -> np.ndarray:
@@ -137,10 +142,13 @@ def interval_score(y: np.ndarray, lower: np.ndarray, upper: np.ndarray, level: f
     Returns
     -------
     np.ndarray
-        Score per row, ``(rows,)``.
+        Score per row, ``(rows,)``, in float64; ``inf`` (without a warning) where the score is
+        beyond float64's range (an outcome near 1e308).
     """
     a = 1.0 - level
-    return (upper - lower) + (2.0 / a) * (np.maximum(lower - y, 0.0) + np.maximum(y - upper, 0.0))
+    y, lower, upper = (np.asarray(v, dtype=np.float64) for v in (y, lower, upper))
+    with np.errstate(over="ignore"):
+        return (upper - lower) + (2.0 / a) * (np.maximum(lower - y, 0.0) + np.maximum(y - upper, 0.0))
 
 
 def log_predictive_density(log_lik: np.ndarray) -> np.ndarray:

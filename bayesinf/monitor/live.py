@@ -7,6 +7,13 @@ from those:
 
 - **Coverage** at each served level is exact: the share of rows whose outcome lies in the served
   interval, with the binomial SE ``sqrt(level (1 - level) / rows)`` of calibrated intervals.
+  A level is flagged (``coverage_status``) as under- or over-coverage only when the coverage is
+  more than ``FLAG_SE`` (3) SEs off nominal *and* the exact binomial probability of a count of
+  covered rows at least that far off, on that side, is below ``FLAG_P = Phi(-3) = 0.00135``
+  (the one-sided tail the 3-SE rule means). For large counts the two agree, as the normal
+  approximation holds; for a few outcomes the exact test decides, and a level more than 3 SEs
+  off that it does not confirm is "too few outcomes" (1 of 3 outcomes inside a 90% interval:
+  coverage 0.333 is 3.3 SEs low, but has probability 0.028), a note rather than a problem.
 - **PIT.** Equal-tailed intervals at levels ``L`` are the predictive quantiles at
   ``(1 - L) / 2`` and ``(1 + L) / 2``; with the median they cut the predictive distribution into
   bins of known probability. An outcome in the bin between quantile probabilities ``t_k`` and
@@ -20,6 +27,10 @@ from those:
   normal scale matched to the two outermost quantiles of each side, else to the served sd);
   the class probabilities' quantiles for discrete sites; ``N(mean, sd)`` for HDI intervals. For
   a normal predictive served at levels (0.5, 0.9) it is within 1% of the exact CRPS.
+- **Scores beyond float64.** An outcome so far outside the served intervals that its CRPS or
+  interval score is not finite in float64 (an outcome near 1e308) is left out of that mean, and
+  counted in ``info["excluded_scores"]``; outcomes that are not finite numbers are left out of
+  the report altogether (``info["non_finite_outcomes"]``). The feedback route refuses both.
 
 Monte Carlo error of the served quantiles themselves (from a few thousand draws) moves each
 quantile's probability by about ``sqrt(t (1 - t) / draws)``, under 0.01: small next to the
@@ -28,13 +39,15 @@ binomial error of a few hundred feedback rows.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import numpy as np
 
-from ..calibration.report import CalibrationReport, binomial_se, crps, interval_score, uniformity_test
+from ..calibration.report import FLAG_SE, CalibrationReport, binomial_se, crps, interval_score, uniformity_test
 
-__all__ = ["NUM_QUANTILES", "live_calibration", "eti_knots", "approximate_quantiles", "randomized_pit"]
+__all__ = ["NUM_QUANTILES", "FLAG_P", "live_calibration", "coverage_status", "finite_mean", "eti_knots",
+           "approximate_quantiles", "randomized_pit"]
 
 #: Quantiles of the approximate predictive used for the CRPS.
 NUM_QUANTILES = 200
@@ -47,6 +60,52 @@ def _z(p):
     from scipy.special import ndtri
 
     return ndtri(p)
+
+
+#: One-sided tail probability of ``FLAG_SE`` standard errors, ``Phi(-3)``: the exact binomial
+#: test's threshold for flagging a level.
+FLAG_P = 0.5 * math.erfc(FLAG_SE / math.sqrt(2.0))
+
+
+def coverage_status(hits: int, rows: int, level: float) -> tuple[float, str]:
+    """Verdict on ``hits`` of ``rows`` outcomes inside intervals of nominal ``level``.
+
+    Returns
+    -------
+    p_value : float
+        Exact binomial probability, for calibrated intervals, of a count at least as far from
+        ``rows * level`` on the observed side (``P(K <= hits)`` below nominal, ``P(K >= hits)``
+        above), ``K ~ Binomial(rows, level)``.
+    status : {"ok", "under-coverage", "over-coverage", "too few outcomes"}
+        Flagged when the coverage is more than ``FLAG_SE`` binomial SEs off nominal and
+        ``p_value < FLAG_P``; "too few outcomes" when only the first holds.
+    """
+    from scipy import stats
+
+    if rows == 0:
+        return float("nan"), "too few outcomes"
+    z = (hits / rows - level) / float(binomial_se(level, rows))
+    below = hits < rows * level
+    p = float(stats.binom.cdf(hits, rows, level) if below else stats.binom.sf(hits - 1, rows, level))
+    if abs(z) <= FLAG_SE:
+        return p, "ok"
+    if p >= FLAG_P:
+        return p, "too few outcomes"
+    return p, "under-coverage" if below else "over-coverage"
+
+
+def finite_mean(values: np.ndarray) -> tuple[float, int]:
+    """Mean of the finite entries of ``values`` ``(n,)`` without overflow (scaled by the largest
+    magnitude first), and the number of entries left out; NaN when none is finite."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    left_out = int(values.size - finite.size)
+    if finite.size == 0:
+        return float("nan"), left_out
+    scale = float(np.abs(finite).max())
+    if scale == 0.0:
+        return 0.0, left_out
+    return scale * float(np.mean(finite / scale)), left_out
 
 
 # ----------------------------------------------------------------------------- per kind of served row
@@ -93,7 +152,7 @@ def _discrete(probs: np.ndarray, y: np.ndarray, u: np.ndarray) -> tuple[np.ndarr
     p = np.clip(probs, 0.0, None)
     p = p / p.sum(axis=1, keepdims=True)
     cdf = np.cumsum(p, axis=1)
-    k = np.clip(np.round(y).astype(np.int64), 0, p.shape[1] - 1)
+    k = np.clip(np.round(y), 0, p.shape[1] - 1).astype(np.int64)
     rows = np.arange(y.size)
     pit_values = cdf[rows, k] - p[rows, k] + u * p[rows, k]
     quantiles = np.minimum((cdf[:, None, :] < _TAUS[None, :, None]).sum(axis=2), p.shape[1] - 1)
@@ -119,12 +178,22 @@ def live_calibration(records, seed: int = 0, alpha: float = 0.01) -> dict[str, C
     dict of str -> CalibrationReport
         Sites with at least two scalar outcomes. ``coverage``, ``mean_width`` and
         ``interval_score`` are per level, each over the rows served that level
-        (``info["rows_per_level"]``); ``lpd`` is None (no likelihood is served).
+        (``info["rows_per_level"]``, ``info["hits_per_level"]``); ``lpd`` is None (no likelihood
+        is served). ``crps`` holds every row's score (``inf`` beyond float64's range);
+        ``info["crps"]`` is the mean over finite ones, ``interval_score`` likewise, and
+        ``info["excluded_scores"]`` counts the rows left out (``{"crps": n, "interval_score":
+        [n per level]}``). ``info["coverage_p"]`` and ``info["coverage_status"]`` are the
+        per-level verdicts of ``coverage_status``; ``info["non_finite_outcomes"]`` counts
+        outcomes that were not finite numbers (not scored).
     """
     by_site: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+    non_finite: dict[str, int] = defaultdict(int)
     for site, y, outputs, _, kind in records:
         entry = outputs.get(site)
-        if entry is None or not np.isscalar(entry.get("mean")) or y is None or not np.isfinite(y):
+        if entry is None or not np.isscalar(entry.get("mean")) or y is None:
+            continue
+        if not np.isfinite(y):
+            non_finite[site] += 1
             continue
         probs = entry.get("probs")
         # Rows served alike (kind, levels, number of classes) are scored together.
@@ -133,11 +202,12 @@ def live_calibration(records, seed: int = 0, alpha: float = 0.01) -> dict[str, C
     reports = {}
     for i, (site, groups) in enumerate(sorted(by_site.items())):
         if sum(len(rows) for rows in groups.values()) >= 2:
-            reports[site] = _site_report(site, groups, np.random.default_rng([seed, i]), alpha)
+            reports[site] = _site_report(site, groups, np.random.default_rng([seed, i]), alpha, non_finite[site])
     return reports
 
 
-def _site_report(site: str, groups: dict, rng: np.random.Generator, alpha: float) -> CalibrationReport:
+def _site_report(site: str, groups: dict, rng: np.random.Generator, alpha: float,
+                 non_finite: int = 0) -> CalibrationReport:
     hits, widths, scores = defaultdict(list), defaultdict(list), defaultdict(list)
     pits, crps_values, kinds = [], [], set()
     chunks = [(key, rows[i:i + CHUNK_ROWS]) for key, rows in groups.items() for i in range(0, len(rows), CHUNK_ROWS)]
@@ -170,21 +240,31 @@ def _site_report(site: str, groups: dict, rng: np.random.Generator, alpha: float
         else:
             from scipy.special import ndtr
 
-            pit_values = ndtr((y - mean) / sd)
+            with np.errstate(over="ignore"):  # an outcome near 1e308: PIT 0 or 1
+                pit_values = ndtr((y - mean) / sd)
             quantiles = mean[:, None] + sd[:, None] * _z(_TAUS)[None, :]
         pits.append(pit_values)
         crps_values.append(crps(quantiles, y))
     levels = sorted(hits)
     counts = np.array([sum(h.size for h in hits[v]) for v in levels])
+    covered = [int(np.concatenate(hits[v]).sum()) for v in levels]
+    verdicts = [coverage_status(k, int(n), v) for k, n, v in zip(covered, counts, levels)]
     pit_values = np.concatenate(pits)
+    crps_rows = np.concatenate(crps_values)
+    crps_mean, crps_left_out = finite_mean(crps_rows)
+    interval_means = [finite_mean(np.concatenate(scores[v])) for v in levels]
     return CalibrationReport(
         site=site, levels=tuple(levels), kind=kinds.pop() if len(kinds) == 1 else "mixed",
         num_rows=int(pit_values.size),
-        coverage=np.array([np.concatenate(hits[v]).mean() for v in levels]),
+        coverage=np.array([k / n for k, n in zip(covered, counts)], dtype=np.float64),
         coverage_se=np.array([binomial_se(v, n) for v, n in zip(levels, counts)], dtype=np.float64),
-        mean_width=np.array([np.concatenate(widths[v]).mean() for v in levels]),
-        interval_score=np.array([np.concatenate(scores[v]).mean() for v in levels]),
-        pit=pit_values, crps=np.concatenate(crps_values), lpd=None,
+        mean_width=np.array([finite_mean(np.concatenate(widths[v]))[0] for v in levels]),
+        interval_score=np.array([m for m, _ in interval_means]),
+        pit=pit_values, crps=crps_rows, lpd=None,
         pit_test=uniformity_test(pit_values, alpha=alpha),
-        info={"rows_per_level": counts.tolist(), "source": "served summaries and posted outcomes"},
+        info={"rows_per_level": counts.tolist(), "hits_per_level": covered,
+              "coverage_p": [p for p, _ in verdicts], "coverage_status": [s for _, s in verdicts],
+              "crps": crps_mean,
+              "excluded_scores": {"crps": crps_left_out, "interval_score": [n for _, n in interval_means]},
+              "non_finite_outcomes": int(non_finite), "source": "served summaries and posted outcomes"},
     )

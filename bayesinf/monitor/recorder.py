@@ -125,6 +125,7 @@ class Recorder:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(field, f"of Recorder must be a positive integer; got {value!r}")
         self.url = db.normalize_url(url)
+        _check_sqlite_directory(self.url)
         self.engine = db.create_engine(self.url, timeout=timeout)
         if store is not None and not hasattr(store, "metadata"):
             from ..store import ModelStore
@@ -201,10 +202,12 @@ class Recorder:
         """Counters: ``recorded`` (requests and errors written), ``recorded_rows`` (data rows
         written), ``dropped`` (records lost to a full queue or a failed write), ``db_errors``
         (failed write attempts), ``queue`` (records waiting), ``queue_capacity``,
-        ``writer_alive`` and ``last_error`` (message of the latest database error, or None)."""
+        ``writer_alive``, ``failing`` (the latest write attempt failed) and ``last_error``
+        (message of the latest database error, or None)."""
         with self._lock:
             out: dict[str, Any] = dict(self._counts)
             out["last_error"] = self._last_error
+            out["failing"] = self._failing_since is not None
         out.update(queue=self._queue.qsize(), queue_capacity=self._queue.maxsize,
                    writer_alive=self._writer.is_alive())
         return out
@@ -242,7 +245,10 @@ class Recorder:
         """The feedback and report routes (``fastapi.APIRouter``) for this recorder.
 
         ``POST /v1/models/{name}/feedback`` and ``GET /v1/models/{name}/monitor``; see
-        ``bayesinf.monitor.routes``. ``store`` defaults to the recorder's.
+        ``bayesinf.monitor.routes``. ``store`` defaults to the recorder's. Included in an app
+        whose ``state.metrics`` has ``watch_monitor`` (``bayesinf.serve.create_app``), it hands
+        ``stats`` to it at start-up, so ``/metrics`` exports records dropped, database errors and
+        the queue depth.
         """
         from .routes import make_router
 
@@ -410,6 +416,25 @@ class Recorder:
             logger.error("monitoring database write failed (%s); records are dropped until it succeeds", message)
         self._schema_ready = False
         self.engine.dispose()  # reconnect on the next attempt
+
+
+def _check_sqlite_directory(url: str) -> None:
+    """Refuse a SQLite file whose directory does not exist: the database could never be
+    written, which is a configuration error rather than an outage to ride out."""
+    from pathlib import Path
+
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return  # create_engine names the bad URL
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return
+    parent = Path(database).expanduser().parent
+    if not parent.is_dir():
+        raise InputError("url", f"names the SQLite file {database!r}, whose directory {str(parent)!r} does not exist",
+                         "an existing directory (the file is created there)")
 
 
 # ----------------------------------------------------------------------------- records -> table rows

@@ -23,6 +23,40 @@ MAX_ROWS = 100_000
 SERVER_ERROR_RATE = 0.01
 
 
+def _site_findings(cal: CalibrationReport) -> tuple[list[str], list[str]]:
+    """Problems and notes of one site's live calibration: levels flagged by the exact binomial
+    rule of ``bayesinf.monitor.live.coverage_status``, a non-uniform PIT, and outcomes left out
+    of the scores (problems); levels too few outcomes to judge (notes)."""
+    statuses = cal.info.get("coverage_status")
+    if statuses is None:  # not built by live_calibration: the plain 3-SE rule
+        return list(cal.problems), []
+    problems, notes = [], []
+    for level, cov, z, n, p, status in zip(cal.levels, cal.coverage, cal.z, cal.info["rows_per_level"],
+                                           cal.info["coverage_p"], statuses):
+        if status in ("under-coverage", "over-coverage"):
+            problems.append(f"{status} at {level:.0%}: {cov:.3f} on {n} outcomes ({abs(z):.1f} SE "
+                            f"{'below' if z < 0 else 'above'}, exact binomial p={p:.2g})")
+        elif status == "too few outcomes":
+            notes.append(f"too few outcomes to judge coverage at {level:.0%}: {cov:.3f} on {n} outcomes "
+                         f"(exact binomial p={p:.2g})")
+    if not cal.pit_test.is_uniform:
+        problems.append(f"PIT not uniform ({cal.pit_test})")
+    excluded = cal.info.get("excluded_scores") or {}
+    parts = [f"{excluded['crps']} of {cal.num_rows} outcomes left out of the CRPS"] if excluded.get("crps") else []
+    parts += [f"{n} of {rows} left out of the interval score at {level:.0%}" for level, n, rows in
+              zip(cal.levels, excluded.get("interval_score", ()), cal.info["rows_per_level"]) if n]
+    if parts:
+        problems.append("; ".join(parts) + ": their scores exceed the float64 range (outcomes far outside the "
+                        "served intervals)")
+    if cal.info.get("non_finite_outcomes"):
+        problems.append(f"{cal.info['non_finite_outcomes']} outcomes are not finite numbers and were not scored")
+    return problems, notes
+
+
+def _crps(cal: CalibrationReport) -> float:
+    return cal.info["crps"] if "crps" in cal.info else float(cal.crps.mean())
+
+
 def _finite(value):
     """JSON-safe: NaN and infinities become None, numpy values Python ones."""
     if isinstance(value, dict):
@@ -57,7 +91,7 @@ class MonitorReport:
         Per input column (None without a store to compare with).
     calibration : dict of str -> CalibrationReport
         Per observed site with outcome feedback: coverage of the served intervals with binomial
-        SEs, PIT, CRPS (see ``bayesinf.monitor.live``).
+        SEs and exact binomial verdicts, PIT, CRPS (see ``bayesinf.monitor.live``).
     feedback_rows : dict of str -> int
         Outcomes received per site.
     num_drift_rows : int
@@ -83,14 +117,22 @@ class MonitorReport:
     @property
     def problems(self) -> list[str]:
         """Readable findings: drifted columns, miscalibrated sites (a level more than 3 SEs off
-        nominal, a non-uniform PIT), server errors above 1% of requests."""
+        nominal and confirmed by an exact binomial test, see ``bayesinf.monitor.live``; a
+        non-uniform PIT; outcomes whose scores were left out), server errors above 1% of
+        requests."""
         out = [f"input drift in '{d.feature}' (PSI {d.psi:.2f}, p={d.p_value:.2g})"
                for d in self.drift or () if d.status == "drift"]
         for site, cal in self.calibration.items():
-            out.extend(f"'{site}': {p}" for p in cal.problems)
+            out.extend(f"'{site}': {p}" for p in _site_findings(cal)[0])
         if self.traffic.server_error_rate > SERVER_ERROR_RATE:
             out.append(f"server errors: {self.traffic.server_error_rate:.2%} of requests")
         return out
+
+    @property
+    def notes(self) -> list[str]:
+        """Remarks that are not problems: levels whose coverage is more than 3 SEs off nominal
+        on too few outcomes for the exact binomial test to confirm it."""
+        return [f"'{site}': {n}" for site, cal in self.calibration.items() for n in _site_findings(cal)[1]]
 
     @property
     def ok(self) -> bool:
@@ -102,18 +144,24 @@ class MonitorReport:
         t = self.traffic
         calibration = {}
         for site, cal in self.calibration.items():
+            problems, notes = _site_findings(cal)
+            num_levels = len(cal.levels)
             calibration[site] = {
                 "num_rows": cal.num_rows, "kind": cal.kind,
-                "levels": [{"level": v, "coverage": c, "se": s, "z": z, "rows": n, "mean_width": w,
-                            "interval_score": i}
-                           for v, c, s, z, n, w, i in zip(cal.levels, cal.coverage, cal.coverage_se, cal.z,
-                                                          cal.info["rows_per_level"], cal.mean_width,
-                                                          cal.interval_score)],
-                "crps": float(cal.crps.mean()),
+                "levels": [{"level": v, "coverage": c, "se": s, "z": z, "rows": n, "p_value": p, "status": st,
+                            "mean_width": w, "interval_score": i}
+                           for v, c, s, z, n, p, st, w, i in zip(
+                               cal.levels, cal.coverage, cal.coverage_se, cal.z, cal.info["rows_per_level"],
+                               cal.info.get("coverage_p", [None] * num_levels),
+                               cal.info.get("coverage_status", [None] * num_levels), cal.mean_width,
+                               cal.interval_score)],
+                "crps": _crps(cal),
+                "excluded_scores": cal.info.get("excluded_scores"),
+                "non_finite_outcomes": cal.info.get("non_finite_outcomes", 0),
                 "pit_test": {"method": cal.pit_test.method, "statistic": cal.pit_test.statistic,
                              "p_value": cal.pit_test.p_value, "alpha": cal.pit_test.alpha},
                 "pit_histogram": np.histogram(cal.pit, bins=10, range=(0, 1))[0].tolist(),
-                "problems": cal.problems,
+                "problems": problems, "notes": notes,
             }
         return _finite({
             "model": self.model, "version": self.version, "window_s": self.window,
@@ -125,7 +173,7 @@ class MonitorReport:
             "drift": None if self.drift is None else [d.to_dict() for d in self.drift],
             "num_drift_rows": self.num_drift_rows,
             "calibration": calibration, "feedback_rows": self.feedback_rows,
-            "problems": self.problems, "ok": self.ok, "info": self.info,
+            "problems": self.problems, "notes": self.notes, "ok": self.ok, "info": self.info,
         })
 
     def to_pandas(self) -> dict:
@@ -144,12 +192,18 @@ class MonitorReport:
         rows = []
         for site, cal in self.calibration.items():
             for i, level in enumerate(cal.levels):
+                status = cal.info["coverage_status"][i] if "coverage_status" in cal.info else (
+                    "ok" if abs(cal.z[i]) <= FLAG_SE else "under-coverage" if cal.z[i] < 0 else "over-coverage")
                 rows.append({"site": site, "nominal": level, "coverage": cal.coverage[i], "se": cal.coverage_se[i],
-                             "z": cal.z[i], "rows": cal.info["rows_per_level"][i], "mean_width": cal.mean_width[i],
-                             "interval_score": cal.interval_score[i], "crps": float(cal.crps.mean()),
-                             "pit_p_value": cal.pit_test.p_value, "ok": abs(cal.z[i]) <= FLAG_SE})
-        calibration = pd.DataFrame(rows, columns=["site", "nominal", "coverage", "se", "z", "rows", "mean_width",
-                                                  "interval_score", "crps", "pit_p_value", "ok"])
+                             "z": cal.z[i], "rows": cal.info["rows_per_level"][i],
+                             "p_value": cal.info.get("coverage_p", [np.nan] * len(cal.levels))[i],
+                             "status": status, "mean_width": cal.mean_width[i],
+                             "interval_score": cal.interval_score[i], "crps": _crps(cal),
+                             "pit_p_value": cal.pit_test.p_value,
+                             "ok": status not in ("under-coverage", "over-coverage")})
+        calibration = pd.DataFrame(rows, columns=["site", "nominal", "coverage", "se", "z", "rows", "p_value",
+                                                  "status", "mean_width", "interval_score", "crps", "pit_p_value",
+                                                  "ok"])
         timeline = pd.DataFrame(t.timeline)
         timeline["start"] = pd.to_datetime(timeline["start"], unit="s")
         return {"traffic": pd.DataFrame([traffic_row]), "drift": drift,
@@ -173,9 +227,11 @@ class MonitorReport:
                 f"{d.feature} {d.status} (PSI {d.psi:.2f})" for d in self.drift))
         for site, cal in self.calibration.items():
             cover = ", ".join(f"{v:g}: {c:.3f}±{s:.3f}" for v, c, s in zip(cal.levels, cal.coverage, cal.coverage_se))
-            lines.append(f"  '{site}' on {cal.num_rows} outcomes: coverage {cover}; CRPS {cal.crps.mean():.4g}; "
+            lines.append(f"  '{site}' on {cal.num_rows} outcomes: coverage {cover}; CRPS {_crps(cal):.4g}; "
                          f"PIT p={cal.pit_test.p_value:.2g}")
         lines.append("  " + ("no problems found" if self.ok else "; ".join(self.problems)))
+        if self.notes:
+            lines.append("  notes: " + "; ".join(self.notes))
         return "\n".join(lines)
 
 

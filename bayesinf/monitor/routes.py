@@ -11,8 +11,11 @@
 ``y`` (or an ``outcomes`` entry) is a number for a model with one observed site, or an object
 ``{"site": number, ...}``; discrete sites (served with class probabilities) take integers >= 0.
 Posting again for the same row and site replaces the outcome. Answers ``{"recorded": n}``;
-404 names ``request_id`` when it is not a recorded prediction of this model, 422 names the field
-of a bad value, 503 says the monitoring database is unavailable.
+404 names ``name`` for a model not in the store (without a store: with no recorded predictions)
+and ``request_id`` when it is not a recorded prediction of this model; 422 names the field of a
+bad value: an unknown field, ``row``/``y`` given with ``outcomes``, an outcome that is not a
+finite number within float32's range (predictions are served in float32); 503 says the
+monitoring database is unavailable.
 
 ``GET /v1/models/{name}/monitor?window=24h&version=3`` answers the monitoring report as JSON
 (``MonitorReport.to_dict``); ``window`` as in ``parse_window`` (default: all records),
@@ -22,6 +25,7 @@ of a bad value, 503 says the monitoring database is unavailable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -37,6 +41,9 @@ from . import db
 __all__ = ["make_router", "FeedbackError", "parse_feedback", "MAX_FEEDBACK_ITEMS", "MAX_BODY_BYTES"]
 
 MAX_FEEDBACK_ITEMS = 1000
+#: Largest outcome magnitude taken: the largest finite float32, the precision of served predictions.
+MAX_OUTCOME = float(np.finfo(np.float32).max)
+_ITEM_KEYS = ("request_id", "row", "y", "outcomes")
 MAX_BODY_BYTES = 1 << 20
 _ID_LENGTH = 128
 
@@ -50,9 +57,16 @@ class FeedbackError(Exception):
 
 
 def _number(value, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FeedbackError(422, field, f"must be a finite number; got {json.dumps(value)[:60]}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > MAX_OUTCOME:
+        raise FeedbackError(422, field, f"must be a finite number within the float32 range predictions are served "
+                            f"in (|y| <= {MAX_OUTCOME:.3g}); got {str(value)[:60]}")
+    return number
 
 
 def _outcome(value, field: str) -> dict | float:
@@ -72,6 +86,10 @@ def parse_feedback(body) -> list[tuple[str, int | None, object, str]]:
         items = body["feedback"]
         if not isinstance(items, list) or not items or len(items) > MAX_FEEDBACK_ITEMS:
             raise FeedbackError(422, "feedback", f"must be a list of 1 to {MAX_FEEDBACK_ITEMS} items")
+        others = sorted(str(k) for k in body if k != "feedback")
+        if others:
+            raise FeedbackError(422, others[0][:200], "is given with 'feedback': give either a list of items under "
+                                "'feedback', or one item")
         prefixes = [f"feedback[{i}]." for i in range(len(items))]
     else:
         items, prefixes = [body], [""]
@@ -83,6 +101,14 @@ def parse_feedback(body) -> list[tuple[str, int | None, object, str]]:
         if not isinstance(rid, str) or not rid or len(rid) > _ID_LENGTH:
             raise FeedbackError(422, f"{prefix}request_id", f"must be the request id string a prediction returned; "
                                 f"got {json.dumps(rid)[:60]}")
+        unknown = sorted(str(k) for k in item if k not in _ITEM_KEYS)
+        if unknown:
+            raise FeedbackError(422, f"{prefix}{unknown[0]}"[:200], f"is not a feedback field; the fields are "
+                                f"{', '.join(_ITEM_KEYS)}" + ("" if prefix else " (or feedback, a list of items)"))
+        if "outcomes" in item and ("y" in item or "row" in item):
+            both = [k for k in ("row", "y") if k in item]
+            raise FeedbackError(422, f"{prefix}outcomes", f"is given with {' and '.join(both)}: give either row and "
+                                "y (one row), or outcomes (every row of the request)")
         if "outcomes" in item:
             outcomes = item["outcomes"]
             if not isinstance(outcomes, list) or not outcomes:
@@ -139,15 +165,34 @@ def _lookup(engine, request_ids: list[str]) -> dict[str, tuple]:
     return {rid: (model, num_rows, _served_sites(outputs)) for rid, model, num_rows, outputs in found}
 
 
-def store_feedback(recorder, name: str, items: list) -> int:
+def _model_known(recorder, name: str, store) -> bool:
+    """Is ``name`` a model of ``store`` (when given), else one with recorded predictions?"""
+    if store is not None:
+        try:
+            store.resolve(name)
+        except InputError:
+            return False
+        return True
+    p = db.predictions.c
+    with recorder.engine.connect() as conn:
+        return conn.execute(sa.select(p.request_id).where(p.model == name).limit(1)).first() is not None
+
+
+def store_feedback(recorder, name: str, items: list, store=None) -> int:
     """Check feedback items against the recorded predictions and write them; returns the
-    number of outcomes written. Raises ``FeedbackError`` (404, 422, 503)."""
+    number of outcomes written. Raises ``FeedbackError`` (404, 422, 503): 404 names ``name``
+    when the model is not in ``store`` (without a store: has no recorded predictions), else
+    ``request_id`` when that is not a recorded prediction of the model."""
     ids = sorted({rid for rid, *_ in items})
     try:
         recorder.ensure_schema()
         known = _lookup(recorder.engine, ids)
         if len(known) < len(ids) and recorder.flush(timeout=5.0):  # the prediction may still be queued
             known = _lookup(recorder.engine, ids)
+        if any(rid not in known or known[rid][0] != name for rid in ids) and not _model_known(recorder, name, store):
+            where = ("in the store" if store is not None
+                     else "known to the monitoring database (no recorded predictions)")
+            raise FeedbackError(404, "name", f"model '{name}'"[:200] + f" is not {where}")
     except sa.exc.SQLAlchemyError as exc:
         raise FeedbackError(503, "database", f"the monitoring database is unavailable ({type(exc).__name__})") \
             from None
@@ -189,7 +234,15 @@ def make_router(recorder, store=None):
     docstring); ``store`` (a ``ModelStore``) enables the drift section of reports."""
     from .report import report
 
-    router = APIRouter(tags=["monitoring"])
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        # The service's /metrics exports the recorder's counters (dropped records, DB errors).
+        watch = getattr(getattr(app.state, "metrics", None), "watch_monitor", None)
+        if callable(watch) and callable(getattr(recorder, "stats", None)):
+            watch(recorder.stats)
+        yield
+
+    router = APIRouter(tags=["monitoring"], lifespan=lifespan)
 
     def answer(data, status: int = 200) -> Response:
         return Response(json.dumps(data, allow_nan=False).encode(), status_code=status,
@@ -202,7 +255,8 @@ def make_router(recorder, store=None):
         "type": "object", "properties": {
             "request_id": {"type": "string"}, "row": {"type": "integer", "minimum": 0},
             "y": {"oneOf": [{"type": "number"}, {"type": "object", "additionalProperties": {"type": "number"}}]},
-            "outcomes": {"type": "array"}, "feedback": {"type": "array", "maxItems": MAX_FEEDBACK_ITEMS}}}}}}}
+            "outcomes": {"type": "array"}, "feedback": {"type": "array", "maxItems": MAX_FEEDBACK_ITEMS}},
+        "additionalProperties": False}}}}}
 
     @router.post("/v1/models/{name}/feedback", openapi_extra=feedback_body,
                  responses={404: {"description": "Unknown request id"}, 422: {"description": "Invalid outcome"},
@@ -221,7 +275,7 @@ def make_router(recorder, store=None):
             return refuse(400, "body", f"is not valid JSON ({exc})"[:300])
         try:
             items = parse_feedback(body)
-            count = await asyncio.to_thread(store_feedback, recorder, name, items)
+            count = await asyncio.to_thread(store_feedback, recorder, name, items, store)
         except FeedbackError as exc:
             return refuse(exc.status, exc.field, exc.message)
         return answer({"recorded": count})

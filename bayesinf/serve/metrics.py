@@ -1,6 +1,8 @@
 """Prometheus metrics of the prediction service, written in the text exposition format (0.0.4)
 without a client library: request counts by route, method and status code, a request latency
-histogram, rows predicted, the sizes of micro-batches, and failures of the prediction recorder."""
+histogram, rows predicted, the sizes of micro-batches, failures of the prediction recorder, and,
+once ``watch_monitor`` is given the recorder's ``stats``, its records written and dropped,
+database errors and queue depth (so an alert sees monitoring that is down)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import bisect
 import re
 import threading
 from collections import defaultdict
+from typing import Any, Callable
 
 __all__ = ["Metrics", "route_template", "CONTENT_TYPE"]
 
@@ -75,6 +78,14 @@ class Metrics:
         self.rows = defaultdict(int)  # (model, version) -> rows predicted
         self.batches = _Histogram(BATCH_BUCKETS)
         self.monitor_failures = 0
+        self._monitor_stats: Callable[[], dict[str, Any]] | None = None
+
+    def watch_monitor(self, stats: Callable[[], dict[str, Any]]) -> None:
+        """Export the prediction recorder's counters: ``stats()`` (``Recorder.stats``) is read at
+        each ``render``; its keys ``recorded``, ``recorded_rows``, ``dropped``, ``db_errors``,
+        ``queue``, ``queue_capacity``, ``writer_alive`` and ``failing`` are used when present."""
+        with self._lock:
+            self._monitor_stats = stats
 
     def observe_request(self, path: str, method: str, code: int, seconds: float) -> None:
         route = route_template(path)
@@ -95,6 +106,7 @@ class Metrics:
             self.monitor_failures += 1
 
     def render(self) -> str:
+        monitor = self._monitor_lines()
         with self._lock:
             lines = ["# HELP bayesinf_requests_total HTTP requests by route, method and status code.",
                      "# TYPE bayesinf_requests_total counter"]
@@ -122,4 +134,39 @@ class Metrics:
             lines += ["# HELP bayesinf_monitor_failures_total Calls of the prediction recorder that raised.",
                       "# TYPE bayesinf_monitor_failures_total counter",
                       f"bayesinf_monitor_failures_total {self.monitor_failures}"]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + monitor) + "\n"
+
+    def _monitor_lines(self) -> list[str]:
+        """Lines of the recorder's counters (none until ``watch_monitor``, or if ``stats`` raises)."""
+        stats = self._monitor_stats
+        if stats is None:
+            return []
+        try:
+            values = stats()
+        except Exception:  # a broken recorder must not break /metrics
+            return []
+        lines = []
+        for key, name, kind, text in _MONITOR_SERIES:
+            value = values.get(key)
+            if value is None:
+                continue
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {int(value)}"]
+        return lines
+
+
+#: (``Recorder.stats`` key, metric, type, help) of the exported recorder counters.
+_MONITOR_SERIES = (
+    ("recorded", "bayesinf_monitor_recorded_total", "counter",
+     "Predictions and failed requests written to the monitoring database."),
+    ("recorded_rows", "bayesinf_monitor_recorded_rows_total", "counter",
+     "Data rows of predictions written to the monitoring database."),
+    ("dropped", "bayesinf_monitor_dropped_total", "counter",
+     "Monitoring records lost to a full queue or a failed database write."),
+    ("db_errors", "bayesinf_monitor_db_errors_total", "counter", "Failed writes to the monitoring database."),
+    ("queue", "bayesinf_monitor_queue_records", "gauge", "Monitoring records waiting to be written."),
+    ("queue_capacity", "bayesinf_monitor_queue_capacity", "gauge",
+     "Most monitoring records held while waiting; more are dropped."),
+    ("writer_alive", "bayesinf_monitor_writer_up", "gauge", "1 while the monitoring writer thread runs."),
+    ("failing", "bayesinf_monitor_db_failing", "gauge",
+     "1 while writes to the monitoring database fail (since the last failed write, until one succeeds)."),
+)
