@@ -225,6 +225,10 @@ def sbc(model: Callable, *args, n_simulations: int = 100, method: str = "nuts", 
         latent = list(params)
     prior = Predictive(model, num_samples=int(n_simulations))(jax.random.PRNGKey(seed), **bound)
     prior = {k: np.asarray(v) for k, v in prior.items()}
+    reserved = sorted(set(fit_kwargs or {}) & {"seed", "method", "warn", "progress", "model_kwargs"})
+    if reserved:
+        raise InputError("fit_kwargs", f"sets {reserved}, which sbc controls",
+                         hint="Pass sbc(seed=..., method=...) instead; each simulation's fit gets its own seed.")
     options = {**SBC_FIT_DEFAULTS[method], **dict(fit_kwargs or {})}
     ranks = {p: [] for p in latent}
     divergences = []
@@ -271,6 +275,13 @@ def loo_pit(post, seed: int = 0, site: str | None = None) -> np.ndarray:
     return arviz_io.loo_pit(ppc(post, seed), var_name=site)
 
 
+def _observed_values(post, site: str | None):
+    """The observed values ``site`` (or the only observed site) was fit to, or None if unknown."""
+    site = site or post.sites.observed[0]
+    argument = post.sites.observed_args.get(site)
+    return None if argument is None or argument not in post.data else np.asarray(post.data[argument])
+
+
 def compare(posteriors: Mapping[str, object], method: str = "stacking", site: str | None = None):
     """Compare models by PSIS-LOO expected log predictive density (ArviZ 1.x has no WAIC).
 
@@ -303,7 +314,19 @@ def compare(posteriors: Mapping[str, object], method: str = "stacking", site: st
     for name, post in posteriors.items():
         if not hasattr(post, "to_arviz"):
             raise InputError(f"posteriors['{name}']", f"is a {type(post).__name__}", "a bayesinf Posterior")
+    sites = {name: tuple(post.sites.observed) for name, post in posteriors.items()}
+    if site is None and any(len(s) > 1 for s in sites.values()):
+        several = next(s for s in sites.values() if len(s) > 1)
+        raise InputError("site", f"of compare is needed: the models observe {list(several)}", "one of them")
+    for name, post in posteriors.items():
         elpd[name] = arviz_io.loo(post.to_arviz(log_likelihood=True), var_name=site)
+    rows = {name: int(np.size(e.pareto_k)) for name, e in elpd.items()}
+    observed = {name: _observed_values(post, site) for name, post in posteriors.items()}
+    first = next(iter(observed.values()))
+    if len(set(rows.values())) > 1 or any(v is not None and first is not None and not np.array_equal(v, first)
+                                          for v in observed.values()):
+        raise InputError("posteriors", f"were fit to different observations (rows per model: {rows})",
+                         "models fit to the same observations", "The elpd of different data cannot be compared.")
     table = arviz_io.compare(elpd, method=method, var_name=site)
     k_max, num_high = {}, {}
     for name, e in elpd.items():

@@ -41,8 +41,8 @@ def test_compare_warns_about_high_pareto_k():
     # 20 rows with one gross outlier: leaving it out moves the posterior a lot -> high k
     X, y = cm.linear_data(20, 5, "normal")
     y[0] = 60.0
-    fits = {name: bi.fit(cm.normal_regression, X, y + shift, method="nuts", chains=4, draws=250, warmup=250,
-                         seed=7, progress=False, warn=False) for name, shift in (("a", 0.0), ("b", 0.1))}
+    fits = {name: bi.fit(model, X, y, method="nuts", chains=4, draws=250, warmup=250, seed=7, progress=False,
+                         warn=False) for name, model in (("a", cm.normal_regression), ("b", cm.hetero_regression))}
     with pytest.warns(check.ParetoKWarning, match="Pareto k"):
         table = check.compare(fits)
     assert (table["num_high_k"] > 0).any()
@@ -56,9 +56,12 @@ def test_loo_pit_uniform_for_right_model_not_for_wrong_one(hetero_fits):
     assert not uniformity_test(wrong, alpha=ALPHA).is_uniform  # negative control
 
 
-def test_compare_input_errors(hetero_fits):
+def test_compare_input_errors(hetero_fits, tiny_linreg):
     with pytest.raises(InputError):
         check.compare({"only": hetero_fits["homoscedastic"]})
     with pytest.raises(InputError) as info:
         check.compare({"a": hetero_fits["homoscedastic"], "b": 3})
     assert info.value.field == "posteriors['b']"
+    with pytest.raises(InputError, match="fit to different observations") as info:
+        check.compare({"a": hetero_fits["homoscedastic"], "b": tiny_linreg})
+    assert info.value.field == "posteriors"

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import bayesinf as bi
 from bayesinf import datasets
 from bayesinf.datasets import (
     Dataset,
@@ -58,7 +59,7 @@ def test_fresh_copy_each_call(name):
 
 
 def test_unknown_citation():
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(bi.InputError, match="is not a bundled dataset"):
         citation("nope")
 
 

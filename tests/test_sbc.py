@@ -70,6 +70,7 @@ def test_ecdf_band_holds_uniform_ranks():
     (dict(n_simulations=1), "n_simulations"),
     (dict(params=["c"]), "params"),
     (dict(observed={"y": "nope"}), "observed"),
+    (dict(fit_kwargs={"seed": 3}), "fit_kwargs"),
 ])
 def test_bad_arguments(design, kwargs, field):
     with pytest.raises(InputError) as info:

@@ -79,9 +79,9 @@ def _read(name: str) -> dict[str, Any]:
     try:
         fname = _FILES[name]
     except KeyError:
-        raise ValueError(
-            f"unknown dataset {name!r}; available: {', '.join(_FILES)}"
-        ) from None
+        from ..errors import InputError
+
+        raise InputError("name", f"{name!r} is not a bundled dataset", f"one of {list(_FILES)}") from None
     with files(__name__).joinpath(fname).open("r", encoding="utf-8") as fh:
         return json.load(fh)
 
@@ -127,8 +127,8 @@ def citation(name: str) -> str:
 
     Raises
     ------
-    ValueError
-        If ``name`` is not a bundled dataset.
+    InputError
+        If ``name`` is not a bundled dataset (an ``InputError`` is a ``ValueError``).
     """
     return _citation_of(_read(name))
 
