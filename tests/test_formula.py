@@ -135,6 +135,12 @@ def test_missing_column_at_fit_and_predict(frame, fitted):
         post.predict(pd.DataFrame({"c": ["lo"], "g": ["g0"]}))
 
 
+def test_text_in_a_numeric_column_names_the_column(fitted, frame):
+    _, post = fitted
+    with pytest.raises(bi.InputError, match="'x' is not numeric .*it was numeric at fit"):
+        post.predict(frame.iloc[:3].assign(x=["a", "b", "c"]))
+
+
 def test_unseen_fixed_level_names_column_and_level(fitted):
     _, post = fitted
     with pytest.raises(bi.InputError, match="'c' has level 'extreme', which was not in the data at fit"):

@@ -425,6 +425,7 @@ class Design:
         needed += [self.trials] if self.trials else []
         needed += [c for g in self.groups for c in g.term.factor]
         _check_columns(data, list(dict.fromkeys(needed)), "the formula")
+        self._check_numeric_columns(data)
         out = {"X": self.fixed.matrix(data)}
         if self.groups:
             out["Z"] = np.concatenate([g.design.matrix(data) for g in self.groups], axis=1)
@@ -434,6 +435,18 @@ class Design:
         if response:
             out["y"] = data[self.response]
         return out
+
+    def _check_numeric_columns(self, data) -> None:
+        """A column that was numeric at fit must still be: text there would otherwise turn it into
+        a factor, and the error would be about design columns."""
+        import pandas as pd
+
+        for column in self.inputs:
+            if column.kind == "numeric" and column.name in data.columns:
+                values = data[column.name]
+                if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+                    raise InputError(column.name, f"is not numeric (dtype {values.dtype}); it was numeric at fit",
+                                     "numbers")
 
     @property
     def max_group_index(self) -> int:
