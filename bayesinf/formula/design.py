@@ -423,7 +423,7 @@ class Design:
             raise InputError("new_groups", f"must be one of {NEW_GROUPS}; got {new_groups!r}")
         needed = [self.response] if response else []
         needed += [self.trials] if self.trials else []
-        needed += [c for g in self.groups for c in g.term.factor]
+        needed += [*self.fixed.variables, *(v for g in self.groups for v in (*g.design.variables, *g.term.factor))]
         _check_columns(data, list(dict.fromkeys(needed)), "the formula")
         self._check_numeric_columns(data)
         out = {"X": self.fixed.matrix(data)}
