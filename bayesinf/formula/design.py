@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -254,8 +255,20 @@ class GroupDesign:
         """Per formulaic term of the expression: the effect's name (``"floor|county"``) and columns."""
         return [(f"{_effect_name(t)}|{self.term.factor_label}", idx) for t, idx in self.design.terms]
 
-    def indices(self, data, new_groups: str = "sample") -> np.ndarray:
-        """Level index of every row of ``data``, ``(rows,)``; unseen levels per ``new_groups``."""
+    def new_level_ids(self, indices: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Per row, ``(rows,)`` int32, from ``lookup``'s results: 0 unless the row is in the new-level
+        slot, else an id of its unseen level in ``[1, 2**31)``: the CRC-32 of its key, so the same
+        new level gets the same id (and effect) in every request, chunk and process."""
+        ids = np.zeros(len(indices), dtype=np.int32)
+        for row in np.flatnonzero(indices == self.num_levels):
+            key = str(keys[row])
+            key = next(iter(_numeric_spellings(key)), key) if "." in key else key  # 99.0 is level 99
+            ids[row] = (zlib.crc32(key.encode()) & 0x7FFFFFFE) + 1
+        return ids
+
+    def lookup(self, data, new_groups: str = "sample") -> tuple[np.ndarray, np.ndarray]:
+        """Level index of every row of ``data``, ``(rows,)`` (unseen levels per ``new_groups``), and
+        the rows' level keys."""
         keys = level_keys(data, self.term.factor)
         position = {level: i for i, level in enumerate(self.levels)}
         out = np.array([position.get(k, -1) for k in keys], dtype=np.int64)
@@ -270,7 +283,7 @@ class GroupDesign:
                                  "levels seen at fit", "Pass new_groups='sample' to draw the effect of a new group "
                                  "from the population, or 'population' to leave it out.")
             out[unseen] = self.num_levels if new_groups == "sample" else self.num_levels + 1
-        return out
+        return out, keys
 
     def to_json(self) -> dict:
         return {"term": self.term.to_json(), "design": self.design.to_json(), "levels": list(self.levels)}
@@ -408,6 +421,9 @@ class Design:
     fixed: MatrixDesign
     groups: tuple[GroupDesign, ...]
     inputs: tuple[InputColumn, ...] = ()
+    #: True: the model takes ``new_levels`` and draws an independent effect for every unseen
+    #: level (designs saved before this existed share one draw among all unseen levels).
+    per_level_new_effects: bool = False
 
     def input_columns(self) -> tuple[InputColumn, ...]:
         """The data columns that predict reads: names, numeric or categorical, JSON value types and
@@ -429,7 +445,10 @@ class Design:
         out = {"X": self.fixed.matrix(data)}
         if self.groups:
             out["Z"] = np.concatenate([g.design.matrix(data) for g in self.groups], axis=1)
-            out["groups"] = np.stack([g.indices(data, new_groups) for g in self.groups], axis=1)
+            looked = [g.lookup(data, new_groups) for g in self.groups]
+            out["groups"] = np.stack([indices for indices, _ in looked], axis=1)
+            if self.per_level_new_effects:
+                out["new_levels"] = np.stack([g.new_level_ids(*lk) for g, lk in zip(self.groups, looked)], axis=1)
         if self.trials:
             out["trials"] = _integers(data[self.trials], self.trials, minimum=0)
         if response:
@@ -454,13 +473,15 @@ class Design:
 
     def to_json(self) -> dict:
         return {"response": self.response, "trials": self.trials, "fixed": self.fixed.to_json(),
-                "groups": [g.to_json() for g in self.groups], "inputs": [c.to_json() for c in self.inputs]}
+                "groups": [g.to_json() for g in self.groups], "inputs": [c.to_json() for c in self.inputs],
+                "per_level_new_effects": self.per_level_new_effects}
 
     @classmethod
     def from_json(cls, d) -> "Design":
         return cls(str(d["response"]), d.get("trials"), MatrixDesign.from_json(d["fixed"]),
                    tuple(GroupDesign.from_json(g) for g in d["groups"]),
-                   tuple(InputColumn.from_json(c) for c in d.get("inputs", ())))
+                   tuple(InputColumn.from_json(c) for c in d.get("inputs", ())),
+                   bool(d.get("per_level_new_effects", False)))
 
 
 def _integers(column, name: str, minimum: int | None = None) -> np.ndarray:
@@ -489,7 +510,7 @@ def fit_design(parsed: ParsedFormula, data) -> Design:
         levels = tuple(dict.fromkeys(sorted(set(level_keys(data, term.factor)), key=_natural)))
         groups.append(GroupDesign(term, design, levels))
     inputs = _input_columns(fixed, groups, parsed.trials, data)
-    return Design(parsed.response, parsed.trials, fixed, tuple(groups), inputs)
+    return Design(parsed.response, parsed.trials, fixed, tuple(groups), inputs, per_level_new_effects=True)
 
 
 def _natural(key: str):

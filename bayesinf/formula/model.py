@@ -14,8 +14,8 @@ Parameters (NumPyro sites), e.g. for ``y ~ x + C(g) + (1 + x | county)``:
 
 Offset row ``levels`` belongs to a group level not seen at fit: its effect is a draw from the
 fitted population distribution. Row ``levels + 1`` is a zero effect (``new_groups="population"``).
-Every unseen level of a request takes that one row: per posterior draw they share one effect, so
-each row's predictive distribution is right but joint quantities over several new levels are not.
+At predict time each unseen level gets an independent effect of its own (``new_levels``, see
+``_new_level_effects``); models saved before that existed give every unseen level row ``levels``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class FormulaModel:
         return f"FormulaModel(family={self.family.name!r}, link={self.link!r}, fixed={self.design.fixed.formula!r})"
 
     # ------------------------------------------------------------------ the NumPyro model
-    def __call__(self, X, Z=None, groups=None, trials=None, y=None):
+    def __call__(self, X, Z=None, groups=None, trials=None, y=None, new_levels=None):
         """Run the model.
 
         Parameters
@@ -72,6 +72,11 @@ class FormulaModel:
             Binomial trials.
         y : array (rows,), optional
             Observed response; None to sample it.
+        new_levels : int array (rows, terms), optional
+            Per group term, an id of the row's unseen level (0: a level seen at fit, or no effect).
+            Rows of the same id share an effect; different ids get independent draws from the
+            fitted population (``_new_level_effects``). Without it every unseen level takes offset
+            row ``levels``.
         """
         import jax.numpy as jnp
         import numpyro
@@ -106,7 +111,11 @@ class FormulaModel:
                 value = effects[:J, idx[0]] if len(idx) == 1 else effects[:J, list(idx)]
                 numpyro.deterministic(name, value)
             effects = jnp.concatenate([effects, jnp.zeros((1, k), effects.dtype)])  # population slot
-            eta = eta + jnp.sum(Z[:, start:start + k] * effects[groups[:, t]], axis=-1)
+            row_effects = effects[groups[:, t]]
+            if new_levels is not None:
+                scale = (lambda u: (u @ chol.T) * sd) if group.term.correlated and k > 1 else (lambda u: u * sd)
+                row_effects = _new_level_effects(row_effects, new_levels[:, t], z[J], scale)
+            eta = eta + jnp.sum(Z[:, start:start + k] * row_effects, axis=-1)
             start += k
         aux = {name: numpyro.sample(name, self.priors[name].distribution((), "positive")) for name in self.family.aux}
         with numpyro.plate("rows", X.shape[0]):
@@ -183,7 +192,12 @@ class FormulaModel:
     @property
     def int_ranges(self) -> dict[str, tuple[int, int]]:
         """Allowed level indices at predict (fitted levels, new level, population slot)."""
-        return {"groups": (0, self.design.max_group_index)} if self.design.groups else {}
+        if not self.design.groups:
+            return {}
+        ranges = {"groups": (0, self.design.max_group_index)}
+        if self.design.per_level_new_effects:
+            ranges["new_levels"] = (0, 2**31 - 1)  # ids of unseen levels (GroupDesign.new_level_ids)
+        return ranges
 
 
 def _input_statistics(design: Design, data) -> dict[str, dict]:
@@ -192,6 +206,27 @@ def _input_statistics(design: Design, data) -> dict[str, dict]:
 
     return {c.name: column_statistics(data[c.name].to_numpy(), categorical=c.kind == "categorical")
             for c in design.input_columns()}
+
+
+def _new_level_effects(row_effects, ids, z_new, scale):
+    """``row_effects`` ``(rows, k)`` with the rows of unseen levels (``ids > 0``) replaced by
+    ``scale(u)``, ``u ~ Normal(0, I_k)`` drawn from a key that depends on the level's id and on
+    the posterior draw of the new-level offset ``z_new`` ``(k,)``: per posterior draw, rows of one
+    new level share an effect and different new levels get independent ones. ``z_new`` is a
+    prior-only latent (no data row has the new level), so keys derived from its bits are
+    independent of every other parameter of the draw. Skipped at run time when no row is new
+    (at fit)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    def draw(_):
+        bits = lax.bitcast_convert_type(z_new[0].astype(jnp.float32), jnp.uint32)
+        base = jax.random.fold_in(jax.random.PRNGKey(0), bits)
+        u = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(base, i), z_new.shape, row_effects.dtype))(ids)
+        return jnp.where((ids > 0)[:, None], scale(u), row_effects)
+
+    return lax.cond(jnp.any(ids > 0), draw, lambda _: row_effects, None)
 
 
 def _correlation_cholesky(name: str, dim: int, eta: float):
