@@ -423,6 +423,21 @@ def test_tampered_version_is_not_served(tmp_path, tiny_linreg):
         c.close()
 
 
+def test_version_saved_after_start_up_says_to_restart(tmp_path, tiny_linreg):
+    store = ModelStore(tmp_path / "models")
+    store.save(tiny_linreg, name="lin")
+    c = AppClient(create_app(store.root, max_rows=4))
+    try:
+        c.wait_ready()
+        store.save(tiny_linreg, name="lin")
+        r = c.post("/v1/models/lin/versions/2/predict", json={"instances": [{"X": [0, 0]}]})
+        assert r.status_code == 404 and "saved after the service started" in r.json()["detail"]["message"]
+        r = c.post("/v1/models/lin/versions/3/predict", json={"instances": [{"X": [0, 0]}]})
+        assert r.status_code == 404 and "is not in the store" in r.json()["detail"]["message"]
+    finally:
+        c.close()
+
+
 def test_corrupt_alias_file_fails_only_that_models_aliases(tmp_path, tiny_linreg):
     store = ModelStore(tmp_path / "models")
     store.save(tiny_linreg, name="lin")

@@ -269,4 +269,7 @@ class Service:
         if number in entry["versions"]:
             raise HTTPError(404, "version", f"version {number} of '{name}' is in the store but not served "
                             "(the service serves the latest version and aliased ones; start it with --all-versions)")
+        if number in self.store.versions(name):  # saved after start-up
+            raise HTTPError(404, "version", f"version {number} of '{name}' was saved after the service started; "
+                            "versions are read at start-up: restart the service to serve it")
         raise HTTPError(404, "version", f"version {number} of '{name}' is not in the store; versions {entry['versions']}")
