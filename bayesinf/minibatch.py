@@ -175,6 +175,8 @@ def fit_minibatch(model: Callable, source, *, batch_size: int = 1024, num_rows: 
     progress = default_progress() if progress is None else bool(progress)
 
     source = open_source(source, columns)
+    if source.num_rows == 0:
+        raise InputError("source", "has no rows", "at least one row")
     total = source.num_rows if num_rows is None else _check_int("num_rows", num_rows, 1)
     if total > source.num_rows:
         raise InputError("num_rows", f"of fit_minibatch is {total} but the source has {source.num_rows} rows")

@@ -105,8 +105,10 @@ class Posterior:
 
     def __repr__(self):
         params = ", ".join(self.sites.latent[:8]) + (" ..." if len(self.sites.latent) > 8 else "")
+        rows = self.settings.get("num_rows", self.schema.num_rows) if self.settings.get("minibatch") else \
+            self.schema.num_rows  # a minibatch fit keeps one batch of rows, and saw them all
         return (f"Posterior(method={self.method!r}, chains={self.num_chains}, draws={self.num_draws}, "
-                f"rows={self.schema.num_rows}, params=[{params}], observed={list(self.sites.observed)})")
+                f"rows={rows}, params=[{params}], observed={list(self.sites.observed)})")
 
     # ----------------------------------------------------------------- diagnostics
     def to_arviz(self, log_likelihood: bool = True, posterior_predictive: bool = False, seed: int = 0):
