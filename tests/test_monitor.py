@@ -161,6 +161,21 @@ def test_a_report_without_drift_flags_drift_in_at_most_alpha_of_cases():
     assert flagged["drift"] / 300 <= bound and flagged["watch"] / 300 <= bound, flagged
 
 
+def test_few_live_rows_over_many_levels_get_a_simulated_p_value():
+    # 10 training levels, 6 live rows: the chi-square distribution is wrong for expected counts
+    # below 1 (it gave p = 2e-28); the Monte Carlo p-value keeps the test's size. Under the null,
+    # 400 tests at alpha = 0.01 flag at most 0.01 + 3 binomial SEs (sqrt(0.01 * 0.99 / 400) = 0.005).
+    from bayesinf.monitor.drift import _chi2_two_sample
+
+    train = np.arange(1000, 0, -100)
+    rng = np.random.default_rng(5)
+    p_values = np.array([_chi2_two_sample(train, rng.multinomial(6, train / train.sum()))[1] for _ in range(400)])
+    assert np.mean(p_values < 0.01) <= 0.01 + 3 * 0.005
+    assert _chi2_two_sample(train, np.array([0] * 9 + [6]))[1] < 0.001  # all six in the rarest level: drift
+    live = np.array([2, 1, 1, 0, 0, 1, 0, 0, 1, 0])
+    assert _chi2_two_sample(train, live) == _chi2_two_sample(train, live)  # seeded: reports are reproducible
+
+
 def test_float_indicator_columns_are_compared_as_categories():
     # Training: 70% zeros of 1000 rows. 400 live rows at 70/30 are stable; at 40/60 the PSI is
     # about 0.38 and the chi-square p-value below 1e-20.
