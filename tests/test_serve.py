@@ -56,6 +56,12 @@ class AppClient:
             raise TimeoutError("not ready")
         self._run(wait(), timeout + 5)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self):
         self._run(self.client.aclose())
         self._run(self.lifespan.__aexit__(None, None, None))
@@ -413,29 +419,23 @@ def test_tampered_version_is_not_served(tmp_path, tiny_linreg):
     store.save(tiny_linreg, name="lin")
     manifest = store.path("lin", 1) / "model" / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"svi"', '"nuts"'))
-    c = AppClient(create_app(store.root, max_rows=4))
-    try:
+    with AppClient(create_app(store.root, max_rows=4)) as c:
         c.wait_ready()
         assert "checksum mismatch" in c.get("/readyz").json()["failed"]["lin/1"]
         r = c.post("/v1/models/lin/predict", json={"instances": [{"X": [0, 0]}]})
         assert r.status_code == 503 and "checksum mismatch" in r.json()["detail"]["message"]
-    finally:
-        c.close()
 
 
 def test_version_saved_after_start_up_says_to_restart(tmp_path, tiny_linreg):
     store = ModelStore(tmp_path / "models")
     store.save(tiny_linreg, name="lin")
-    c = AppClient(create_app(store.root, max_rows=4))
-    try:
+    with AppClient(create_app(store.root, max_rows=4)) as c:
         c.wait_ready()
         store.save(tiny_linreg, name="lin")
         r = c.post("/v1/models/lin/versions/2/predict", json={"instances": [{"X": [0, 0]}]})
         assert r.status_code == 404 and "saved after the service started" in r.json()["detail"]["message"]
         r = c.post("/v1/models/lin/versions/3/predict", json={"instances": [{"X": [0, 0]}]})
         assert r.status_code == 404 and "is not in the store" in r.json()["detail"]["message"]
-    finally:
-        c.close()
 
 
 def test_corrupt_alias_file_fails_only_that_models_aliases(tmp_path, tiny_linreg):
@@ -444,8 +444,7 @@ def test_corrupt_alias_file_fails_only_that_models_aliases(tmp_path, tiny_linreg
     store.save(tiny_linreg, name="other")
     store.set_alias("other", "production", 1)
     (store.root / "lin" / "aliases.json").write_text("garbage{")
-    c = AppClient(create_app(store.root, max_rows=4))
-    try:
+    with AppClient(create_app(store.root, max_rows=4)) as c:
         c.wait_ready()
         assert "corrupt alias file" in c.get("/readyz").json()["failed"]["lin/aliases"]
         body = {"instances": [{"X": [0, 0]}]}
@@ -453,8 +452,6 @@ def test_corrupt_alias_file_fails_only_that_models_aliases(tmp_path, tiny_linreg
         r = c.post("/v1/models/lin/versions/production/predict", json=body)
         assert r.status_code == 503 and "corrupt alias file" in r.json()["detail"]["message"]
         assert c.post("/v1/models/other/versions/production/predict", json=body).status_code == 200
-    finally:
-        c.close()
 
 
 # ----------------------------------------------------------------------------- property-based
