@@ -328,6 +328,10 @@ def test_missing_predictor_values_name_column_and_row(formula, column):
 def test_transform_giving_nan_is_an_input_error():
     with pytest.raises(bi.InputError, match="'formula'"):
         Model.from_formula("y ~ np.log(x)", data=pd.DataFrame({"y": [1.0, 2.0, 3.0], "x": [1.0, -1.0, 2.0]}))
+    post = Model.from_formula("y ~ np.log(x)", data=pd.DataFrame({"y": [1.0, 2.0, 3.0], "x": [1.0, 3.0, 2.0]})
+                              ).fit(seed=0, **TINY_SVI)
+    with pytest.raises(bi.InputError, match="'data' gives missing values through the formula's transforms"):
+        post.predict(pd.DataFrame({"x": [2.0, -1.0]}))  # and no numpy warning (filterwarnings = error)
 
 
 def test_nullable_pandas_dtypes_are_numbers(frame):

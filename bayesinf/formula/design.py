@@ -175,12 +175,15 @@ class MatrixDesign:
                                  "group term '(1 | column)' to predict new levels.")
         from formulaic.errors import DataMismatchWarning
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), np.errstate(all="ignore"):  # NaN from a transform is reported below
             warnings.simplefilter("error", DataMismatchWarning)
             try:
                 matrix = self._model_spec.get_model_matrix(data)
             except DataMismatchWarning as exc:
                 raise InputError("data", f"has categorical levels not seen at fit: {exc}") from None
+            except ValueError as exc:  # formulaic's null check: a transform gave NaN, e.g. the log of a negative
+                raise InputError("data", f"gives missing values through the formula's transforms ({exc})",
+                                 "values for which every transform of the formula is finite") from None
         if tuple(str(c) for c in matrix.columns) != self.columns:
             raise InputError("data", f"gives design columns {list(matrix.columns)}", f"{list(self.columns)}")
         return np.asarray(matrix.to_numpy(), dtype=np.float64)
