@@ -122,6 +122,19 @@ def test_pipeline_grid_search_and_cross_val():
 
 
 @pytest.mark.filterwarnings("ignore::bayesinf.errors.ConvergenceWarning")  # short fits by design (FAST)
+def test_classifier_intervals_are_of_class_probabilities():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(80, 2))
+    labels = np.where(X[:, 0] + 0.3 * rng.normal(size=80) > 0, "yes", "no")
+    clf = BayesianLogisticRegression(**FAST).fit(X, labels)
+    bounds = clf.predict_proba_interval(X[:5], level=0.8)
+    proba = clf.predict_proba(X[:5])
+    assert bounds.shape == (5, 2, 2) and np.all((bounds[..., 0] <= proba) & (proba <= bounds[..., 1]))
+    with pytest.raises(ValueError, match="predict_proba_interval"):
+        clf.predict_interval(X[:5])  # a label has no interval
+
+
+@pytest.mark.filterwarnings("ignore::bayesinf.errors.ConvergenceWarning")  # short fits by design (FAST)
 def test_poisson_regression_recovers_rates():
     rng = np.random.default_rng(6)
     X = rng.normal(size=(400, 2))

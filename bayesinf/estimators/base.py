@@ -113,9 +113,7 @@ class BayesianGLMBase(BaseEstimator):
 
     def predict_interval(self, X, level=0.9) -> np.ndarray:
         """Equal-tailed posterior predictive interval per row, ``(rows, 2)`` (lower, upper)."""
-        if not isinstance(level, (float, int)) or isinstance(level, bool) or not 0 < level < 1:
-            raise ValueError(f"The 'level' parameter of predict_interval must be a float in (0, 1). "
-                             f"Got {level!r} instead.")
+        check_level(level, "predict_interval")
         draws = self.sample_posterior_predictive(X)
         tail = (1.0 - level) / 2.0
         return np.quantile(draws, [tail, 1.0 - tail], axis=0).T
@@ -130,3 +128,8 @@ class BayesianGLMBase(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
+
+
+def check_level(level, owner: str) -> None:
+    if not isinstance(level, (float, int)) or isinstance(level, bool) or not 0 < level < 1:
+        raise ValueError(f"The 'level' parameter of {owner} must be a float in (0, 1). Got {level!r} instead.")

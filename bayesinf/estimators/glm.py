@@ -7,7 +7,7 @@ from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
-from .base import BayesianGLMBase
+from .base import BayesianGLMBase, check_level
 
 __all__ = ["BayesianLinearRegression", "BayesianLogisticRegression", "BayesianPoissonRegression"]
 
@@ -118,3 +118,17 @@ class BayesianLogisticRegression(ClassifierMixin, BayesianGLMBase):
         """Most probable class per row."""
         proba = self.predict_proba(X)  # raises NotFittedError before fit
         return self.classes_[np.argmax(proba, axis=1)]
+
+    def predict_proba_interval(self, X, level=0.9) -> np.ndarray:
+        """Equal-tailed posterior interval of each class probability, ``(rows, classes, 2)``
+        (lower, upper)."""
+        from .model import class_probabilities
+
+        check_level(level, "predict_proba_interval")
+        tail = (1.0 - level) / 2.0
+        return np.moveaxis(np.quantile(class_probabilities(self._eta(X)), [tail, 1.0 - tail], axis=0), 0, -1)
+
+    def predict_interval(self, X, level=0.9):
+        """Not defined for a classifier: a class label has no interval. Use ``predict_proba_interval``."""
+        raise ValueError("predict_interval is for regressors: a class label has no interval. Use "
+                         "predict_proba_interval(X, level) for intervals of the class probabilities.")
