@@ -206,9 +206,10 @@ class Posterior:
             static = dict(self.schema.static)
             static.update({a: None for a in self.schema.names("observed")})
             keep = [s for s in self.sites.latent if s not in self.sites.row_latent]
+            predictive = getattr(self.model, "__bayesinf_predictive__", None)  # models built by bayesinf
             with precision(self.dtype):
                 self._predictors[budget] = Predictor(
-                    self.model, static, self.flat_draws(keep), self.sites.observed, self.schema.names("rows"),
+                    predictive() if predictive is not None else self.model, static, self.flat_draws(keep), self.sites.observed, self.schema.names("rows"),
                     row_event_size=sum(self.sites.row_event_size.values()) or 1, memory_budget=budget,
                     itemsize=8 if self.dtype == "float64" else 4,
                 )

@@ -58,6 +58,16 @@ class FormulaModel:
 
     # ------------------------------------------------------------------ the NumPyro model
     def __call__(self, X, Z=None, groups=None, trials=None, y=None, new_levels=None):
+        """The model as it is fit: ``new_levels`` is accepted (it is a row argument of the data) and
+        ignored, since no row of the fit data has an unseen level; see ``predictive``."""
+        self.predictive(X, Z, groups, trials, y, None)
+
+    def __bayesinf_predictive__(self):
+        """The model that predictions run (``Posterior.predict_fn``): ``predictive``, which gives
+        each unseen group level its own effect. The fit's gradient never pays for that."""
+        return self.predictive
+
+    def predictive(self, X, Z=None, groups=None, trials=None, y=None, new_levels=None):
         """Run the model.
 
         Parameters
@@ -210,23 +220,34 @@ def _input_statistics(design: Design, data) -> dict[str, dict]:
 
 def _new_level_effects(row_effects, ids, z_new, scale):
     """``row_effects`` ``(rows, k)`` with the rows of unseen levels (``ids > 0``) replaced by
-    ``scale(u)``, ``u ~ Normal(0, I_k)`` drawn from a key that depends on the level's id and on
-    the posterior draw of the new-level offset ``z_new`` ``(k,)``: per posterior draw, rows of one
-    new level share an effect and different new levels get independent ones. ``z_new`` is a
-    prior-only latent (no data row has the new level), so keys derived from its bits are
-    independent of every other parameter of the draw. Skipped at run time when no row is new
-    (at fit)."""
-    import jax
+    ``scale(u)``, ``u ~ Normal(0, I_k)``, a function of the level's id and of the posterior draw
+    of the new-level offset ``z_new`` ``(k,)``: per posterior draw, rows of one new level share an
+    effect and different new levels get independent ones. ``z_new`` is a prior-only latent (no
+    data row has the new level), so numbers hashed from its bits are independent of every other
+    parameter of the draw. The hash is MurmurHash3's 32-bit finalizer (a few integer operations:
+    this runs for every row and draw of a prediction), its top 24 bits a uniform, ``ndtri`` the
+    normal."""
     import jax.numpy as jnp
     from jax import lax
+    from jax.scipy.special import ndtri
 
-    def draw(_):
-        bits = lax.bitcast_convert_type(z_new[0].astype(jnp.float32), jnp.uint32)
-        base = jax.random.fold_in(jax.random.PRNGKey(0), bits)
-        u = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(base, i), z_new.shape, row_effects.dtype))(ids)
-        return jnp.where((ids > 0)[:, None], scale(u), row_effects)
+    bits = lax.bitcast_convert_type(z_new[0].astype(jnp.float32), jnp.uint32)
+    level = _fmix32(bits ^ ids.astype(jnp.uint32)[:, None] * jnp.uint32(0x9E3779B1))
+    coordinate = jnp.arange(1, z_new.shape[0] + 1, dtype=jnp.uint32) * jnp.uint32(0x85EBCA77)
+    h = _fmix32(level ^ coordinate)  # (rows, k)
+    u = ((h >> 8).astype(jnp.float32) + 0.5) * (2.0 ** -24)
+    return jnp.where((ids > 0)[:, None], scale(ndtri(u).astype(row_effects.dtype)), row_effects)
 
-    return lax.cond(jnp.any(ids > 0), draw, lambda _: row_effects, None)
+
+def _fmix32(h):
+    """MurmurHash3's finalizer on uint32 arrays (wrapping arithmetic)."""
+    import jax.numpy as jnp
+
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
 
 
 def _correlation_cholesky(name: str, dim: int, eta: float):
