@@ -144,6 +144,9 @@ def test_min_calibration_rows_matches_the_conformal_quantile():
         assert np.isfinite(conformal_quantile(np.arange(float(n)), level))
         if n > 1:
             assert conformal_quantile(np.arange(float(n - 1)), level) == np.inf
+    for bad in (1.0, 0.0, "x"):
+        with pytest.raises(InputError, match="'level' of min_calibration_rows"):
+            min_calibration_rows(bad)
 
 
 def test_too_few_calibration_rows_warn_naming_level_and_rows(misspecified, splits):

@@ -85,6 +85,7 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
 def min_calibration_rows(level: float) -> int:
     """Fewest calibration rows whose conformal quantile at ``level`` is finite: the smallest ``n``
     with ``ceil((n + 1) level) <= n``, i.e. ``n >= level / (1 - level)`` (9 for 0.9, 19 for 0.95)."""
+    level = check_levels(level, "min_calibration_rows", "level")[0]
     n = max(1, math.ceil(level / (1.0 - level) - 1e-9))
     while math.ceil((n + 1) * level - 1e-9) > n:  # guard the float rounding of the closed form
         n += 1
