@@ -470,7 +470,7 @@ def _check_frame_columns(name: str, value) -> None:
 
     if hasattr(value, "columns") and hasattr(value, "dtypes"):
         for column, dtype in zip(value.columns, value.dtypes):
-            if not _is_numeric_dtype(dtype):
+            if not _is_numeric_dtype(getattr(dtype, "numpy_dtype", dtype)):  # nullable Int64 etc. are numbers
                 raise InputError(f"{name}['{column}']", f"has non-numeric dtype {dtype}", "numbers or booleans",
                                  "An exported predictor takes the model's arguments as numeric arrays; give "
                                  "categories as the integer codes the model was fitted with.")

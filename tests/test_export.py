@@ -267,6 +267,10 @@ def test_string_column_error_fits_an_exported_predictor(exported):
         load_predictor(exported).predict(X=frame, g=np.array([0, 1]))
     assert info.value.field == "X['a']"
     assert "formula" not in str(info.value) and "integer codes" in str(info.value)
+    nullable = pd.DataFrame({"a": [0.5, 1.0], "b": [1.0, 2.0]}, dtype="Float64")  # numbers, as in predict
+    predictor = load_predictor(exported)
+    np.testing.assert_array_equal(predictor.predict(X=nullable, g=np.array([0, 1])).mean,
+                                  predictor.predict(X=nullable.to_numpy(float), g=np.array([0, 1])).mean)
 
 
 # ----------------------------------------------------------------------------- formula models
